@@ -1,0 +1,134 @@
+"""Turn trajectories into CF-annotated :class:`xarray.Dataset` objects and write them atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import xarray as xr
+
+from nemic.core.errors import NemicError
+from nemic.core.rollout import Trajectory
+from nemic.core.state import AbstractState
+
+
+def _fields(state: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(state):
+        return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    if isinstance(state, Mapping):
+        return dict(state)
+    return {"state": state}
+
+
+def to_xarray(
+    traj: Trajectory,
+    *,
+    attrs: Mapping[str, Any] | None = None,
+    member_dim: str = "member",
+    coords: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Convert a :class:`Trajectory` to a CF-annotated Dataset.
+
+    The time axis is ``time``; if the trajectory comes from a ``vmap`` over initial states (one extra leading axis)
+    that axis is called ``member``. Dimension names and CF attributes come from the state class's ``cf`` table;
+    fields that are not listed get generic dimension names.
+
+    Args:
+        traj: the trajectory.
+        attrs: global attributes (e.g. model parameters) added to the dataset.
+        member_dim: name of the ensemble axis.
+        coords: extra coordinates, e.g. ``{"lat": lat}``.
+    """
+    states = traj.states
+    cls = type(states)
+    table = cls.cf if isinstance(states, AbstractState) else {}
+    time_units = cls.time_units if isinstance(states, AbstractState) else "1"
+    t = np.asarray(traj.t)
+    lead = ("time",) if t.ndim == 1 else (member_dim, "time")
+    data_vars = {}
+    for name, value in _fields(states).items():
+        if value is None:
+            continue
+        arr = np.asarray(value)
+        meta = dict(table.get(name, {}))
+        own = tuple(meta.pop("dims", ()))
+        n_own = arr.ndim - len(lead)
+        if len(own) != n_own:
+            own = tuple(f"{name}_dim{i}" for i in range(n_own))
+        data_vars[name] = (lead + own, arr, meta)
+    ds = xr.Dataset(data_vars)
+    ds = ds.assign_coords(time=("time", t if t.ndim == 1 else t[0]))
+    ds["time"].attrs.update({"units": time_units, "long_name": "model time", "standard_name": "time"})
+    if coords:
+        ds = ds.assign_coords(**coords)
+    bad = int(np.max(np.asarray(traj.blowup_step)))
+    ds.attrs.update({"Conventions": "CF-1.10", "source": "nemic", "blowup_step": bad})
+    if attrs:
+        ds.attrs.update({k: _attr(v) for k, v in attrs.items()})
+    return ds
+
+
+def _attr(v: Any) -> Any:
+    if isinstance(v, (jax.Array, np.ndarray)):
+        v = np.asarray(v)
+        return v.item() if v.ndim == 0 else v
+    if isinstance(v, bool):
+        return int(v)
+    return v
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and parents) and check that files can be written in it; raise a one-line error otherwise."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".nemic-write-test-"):
+            pass
+    except OSError as e:
+        raise NemicError(f"output directory '{p}' cannot be written: {e.strerror or e}") from None
+    return p
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then rename to ``path``, so an interrupted write never leaves a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to netCDF-4 atomically (h5netcdf engine)."""
+    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented JSON atomically."""
+    import json
+
+    def w(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+
+    return atomic_write(path, w)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.generic,)):
+        return o.item()
+    if isinstance(o, (np.ndarray, jax.Array)):
+        return np.asarray(o).tolist()
+    raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
