@@ -1,0 +1,1 @@
+"""Data: xarray I/O, coarse-graining, OPERA radar reader."""

@@ -1,0 +1,1 @@
+"""Experiments: one module per recipe (a config plus a command)."""

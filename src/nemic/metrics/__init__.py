@@ -1,0 +1,1 @@
+"""Metrics: pure jnp functions usable as losses and for evaluation."""

@@ -1,0 +1,1 @@
+"""Training: losses, offline and online loops, checkpoints, calibration."""
