@@ -20,6 +20,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+@app.callback()
+def _root() -> None:
+    """Hybrid, differentiable Earth-system models of intermediate complexity."""
+
+
 # (module, command name, help) for each group of subcommands
 SUBCOMMANDS: list[tuple[str, str, str]] = []
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from nemic.core.errors import BlowUpError, ConfigError, check_dt, check_finite, is_concrete
 from nemic.core.process import AbstractProcess, PyTree
+from nemic.core.progress import progress_bar
 from nemic.core.steppers import AbstractStepper
 
 
@@ -237,11 +238,8 @@ def simulate(
                                                                                    state0)]
     state, ss, done = state0, stepper.init(process, state0, t0, dt), 0
 
-    from contextlib import nullcontext
-
-    bar = _progress_bar(progress) if progress else nullcontext()
-    with bar as pb:
-        task = pb.add_task(progress if isinstance(progress, str) else "simulating", total=n_steps) if pb else None
+    with progress_bar(bool(progress)) as pb:
+        task = pb.add_task(progress if isinstance(progress, str) else "simulating", total=n_steps, info="")
         for n in per:
             if n == 0:
                 continue
@@ -267,8 +265,7 @@ def simulate(
             pieces_t.append(np.asarray(traj.t[1:]))
             pieces_s.append(jax.tree_util.tree_map(lambda x: np.asarray(x[1:]), traj.states))
             state, ss, done = traj.final, ss_new, done + n * save_every
-            if pb:
-                pb.update(task, advance=n * save_every)
+            pb.update(task, advance=n * save_every)
     return _concat(pieces_t, pieces_s, -1)
 
 
@@ -276,11 +273,3 @@ def _concat(pieces_t, pieces_s, bad) -> Trajectory:
     t = jnp.asarray(np.concatenate(pieces_t))
     states = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs)), *pieces_s)
     return Trajectory(t=t, states=states, blowup_step=jnp.asarray(bad, jnp.int32))
-
-
-def _progress_bar(_desc):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
