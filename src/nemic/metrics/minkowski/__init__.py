@@ -1,0 +1,26 @@
+"""Minkowski measures (area, perimeter, Euler characteristic) of thresholded fields: exact, relaxed, learned.
+
+* :mod:`~nemic.metrics.minkowski.exact`: exact counts (jittable, batched), the reference for everything else.
+* :mod:`~nemic.metrics.minkowski.relaxed`: differentiable relaxation with a temperature (soft masks, t-norms).
+* :mod:`~nemic.metrics.minkowski.surrogate`: learned Lipschitz CNN surrogate with hard geometric constraints.
+* :mod:`~nemic.metrics.minkowski.loss`: :class:`MinkowskiLoss` combining them into a training loss.
+
+Reference: Quarenghi, Cotsakis & Beucler (2026), "Emulating non-differentiable metrics via knowledge-guided
+learning: introducing the Minkowski image loss", arXiv:2604.11422.
+"""
+
+from nemic.metrics.minkowski.exact import (
+    MinkowskiMeasures,
+    connected_components,
+    euler_characteristic,
+    excursion_masks,
+    minkowski_functionals,
+)
+
+__all__ = [
+    "MinkowskiMeasures",
+    "connected_components",
+    "euler_characteristic",
+    "excursion_masks",
+    "minkowski_functionals",
+]
