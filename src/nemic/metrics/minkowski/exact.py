@@ -24,6 +24,12 @@ pixel:
   foreground pixel centres as vertices, 4-adjacent pairs as edges and full 2x2 blocks as faces, so
   :math:`\chi_4 = F - N_h - N_v + N_\boxplus`.
 
+All thresholds are handled at once: with sorted thresholds :math:`u_0 < \dots < u_{T-1}`, the *level*
+:math:`c_p = \#\{k : x_p \ge u_k\}` says that pixel :math:`p` is foreground at threshold :math:`k` iff
+:math:`c_p > k`, so the AND of a set of pixels is the minimum of their levels and the OR their maximum. Every
+count above is then a histogram of minima / maxima of levels, accumulated over :math:`k`: the cost is
+:math:`O(HW + T)` per image instead of :math:`O(HWT)`.
+
 scikit-image's ``euler_number(mask, connectivity=2)`` is :math:`\chi_8` and ``connectivity=1`` is :math:`\chi_4`
 (checked in the tests on hand-made examples and random fields).
 
@@ -38,6 +44,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from nemic.metrics.minkowski._validate import (
@@ -53,6 +60,7 @@ __all__ = [
     "euler_characteristic",
     "excursion_masks",
     "minkowski_functionals",
+    "threshold_levels",
 ]
 
 
@@ -78,33 +86,55 @@ def excursion_masks(field: jax.Array, thresholds: jax.Array) -> jax.Array:
     return field[..., None, :, :] >= thresholds[:, None, None]
 
 
-def _pair_counts(m: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """(F, N_h, N_v, horizontal AND array) of a boolean mask (..., H, W); counts as int32."""
-    i32 = jnp.int32
-    hand = m[..., :, :-1] & m[..., :, 1:]
-    vand = m[..., :-1, :] & m[..., 1:, :]
-    f = jnp.sum(m, axis=(-2, -1), dtype=i32)
-    nh = jnp.sum(hand, axis=(-2, -1), dtype=i32)
-    nv = jnp.sum(vand, axis=(-2, -1), dtype=i32)
-    return f, nh, nv, hand
+def threshold_levels(field: jax.Array, thresholds: jax.Array) -> jax.Array:
+    """Number of thresholds at or below each pixel value: (..., H, W) -> (..., H, W) int32 in [0, T]; NaN -> 0.
+
+    Because the thresholds are sorted, pixel ``p`` is foreground at threshold ``k`` exactly when
+    ``level[p] > k``; a logical AND (OR) of pixels is then a minimum (maximum) of their levels.
+    """
+    return jnp.sum(field[..., None] >= thresholds, axis=-1, dtype=jnp.int32)
 
 
-def _euler_from_mask(m: jax.Array, connectivity: int, f, nh, nv, hand) -> jax.Array:
-    i32 = jnp.int32
+def _histogram(v: jax.Array, nbins: int) -> jax.Array:
+    """Per-image histogram of integer values in [0, nbins): (..., h, w) -> (..., nbins) int32."""
+    batch = v.shape[:-2]
+    nb = int(np.prod(batch, dtype=np.int64)) if batch else 1
+    off = (jnp.arange(nb, dtype=jnp.int32) * nbins).reshape(batch + (1, 1))
+    h = jnp.bincount((v + off).ravel(), length=nb * nbins)
+    return h.reshape(batch + (nbins,)).astype(jnp.int32)
+
+
+def _count_above(v: jax.Array, n_thresholds: int) -> jax.Array:
+    """For k = 0..T-1, how many elements of each image of ``v`` exceed k: (..., h, w) -> (..., T)."""
+    h = _histogram(v, n_thresholds + 1)
+    return jnp.flip(jnp.cumsum(jnp.flip(h, -1), -1), -1)[..., 1:]
+
+
+def _measures_from_levels(c: jax.Array, n_thresholds: int, connectivity: int, pixel_size) -> MinkowskiMeasures:
+    """All measures from threshold levels in O(H W) work per image, independently of the number of thresholds.
+
+    Every count of a local configuration (foreground pixel, AND of a pair, AND of a 2x2 block, empty padded 2x2
+    window) is a histogram of a minimum or maximum of levels, accumulated over the thresholds.
+    """
+    nt = n_thresholds
+    h, w = c.shape[-2:]
+    f = _count_above(c, nt)
+    nh = _count_above(jnp.minimum(c[..., :, :-1], c[..., :, 1:]), nt) if w > 1 else jnp.zeros_like(f)
+    nv = _count_above(jnp.minimum(c[..., :-1, :], c[..., 1:, :]), nt) if h > 1 else jnp.zeros_like(f)
     if connectivity == 4:
-        full = jnp.sum(hand[..., :-1, :] & hand[..., 1:, :], axis=(-2, -1), dtype=i32)
-        return f - nh - nv + full
-    h, w = m.shape[-2:]
-    pad = [(0, 0)] * (m.ndim - 2) + [(1, 1), (1, 1)]
-    bg = jnp.pad(~m, pad, constant_values=True)
-    bgh = bg[..., :, :-1] & bg[..., :, 1:]
-    empty = jnp.sum(bgh[..., :-1, :] & bgh[..., 1:, :], axis=(-2, -1), dtype=i32)
-    return -3 * f + nh + nv + (h + 1) * (w + 1) - empty
-
-
-def _measures_from_mask(m: jax.Array, connectivity: int, pixel_size) -> MinkowskiMeasures:
-    f, nh, nv, hand = _pair_counts(m)
-    euler = _euler_from_mask(m, connectivity, f, nh, nv, hand)
+        if h > 1 and w > 1:
+            hmin = jnp.minimum(c[..., :, :-1], c[..., :, 1:])
+            full = _count_above(jnp.minimum(hmin[..., :-1, :], hmin[..., 1:, :]), nt)
+        else:
+            full = jnp.zeros_like(f)
+        euler = f - nh - nv + full
+    else:
+        pad = [(0, 0)] * (c.ndim - 2) + [(1, 1), (1, 1)]
+        cp = jnp.pad(c, pad)  # level 0: background at every threshold
+        hmax = jnp.maximum(cp[..., :, :-1], cp[..., :, 1:])
+        wmax = jnp.maximum(hmax[..., :-1, :], hmax[..., 1:, :])
+        empty = jnp.cumsum(_histogram(wmax, nt + 1), -1)[..., :-1]  # windows with max level <= k
+        euler = -3 * f + nh + nv + (h + 1) * (w + 1) - empty
     if pixel_size is None:
         area = f
         perimeter = 4 * f - 2 * nh - 2 * nv
@@ -148,10 +178,9 @@ def minkowski_functionals(
     ps = check_pixel_size(pixel_size)
     field = check_field(field, nan_policy)
     thr = check_thresholds(thresholds).astype(field.dtype)
-    m = excursion_masks(field, thr)
-    out = _measures_from_mask(m, connectivity, ps)
+    out = _measures_from_levels(threshold_levels(field, thr), thr.shape[0], connectivity, ps)
     if components:
-        out = out._replace(components=_count_components(m, connectivity))
+        out = out._replace(components=_count_components(excursion_masks(field, thr), connectivity))
     return out
 
 
