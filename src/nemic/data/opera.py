@@ -42,6 +42,10 @@ SAMPLE_FILE = "opera_sample_2023-08-01.nc"
 _RATE_ATTRS = {"units": "mm h-1", "long_name": "surface rain rate (instantaneous)", "standard_name": "rainfall_rate"}
 
 
+class _Unreadable(DataError):
+    """The file could not be opened as netCDF at all."""
+
+
 def _attr_str(v: Any) -> str:
     if isinstance(v, bytes):
         return v.decode("ascii", "replace").rstrip("\x00")
@@ -81,11 +85,12 @@ def open_opera(path: str | os.PathLike) -> xr.Dataset:
         return read_odim(p)
     try:
         return open_netcdf(p)
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001
+    except _Unreadable:
         kind = "an HDF5 file without the ODIM_H5 layout" if hdf5 else "neither ODIM-HDF5 nor netCDF"
-        raise DataError(f"'{p}' is {kind} ({type(e).__name__}); expected an OPERA ODIM_H5 composite") from None
+        raise DataError(f"'{p}' is {kind}; expected an OPERA ODIM_H5 composite or a netCDF file") from None
+    except DataError as e:
+        why = str(e).replace(repr(str(p)) + " ", "", 1)
+        raise DataError(f"'{p}' is not an ODIM_H5 composite, and as netCDF it {why}") from None
 
 
 def open_netcdf(path: str | os.PathLike) -> xr.Dataset:
@@ -101,7 +106,7 @@ def open_netcdf(path: str | os.PathLike) -> xr.Dataset:
     try:
         ds = xr.open_dataset(p)
     except Exception as e:  # noqa: BLE001
-        raise DataError(f"'{p}' cannot be read as netCDF ({type(e).__name__}: {e})") from None
+        raise _Unreadable(f"'{p}' cannot be read as netCDF ({type(e).__name__})") from None
     name = "rain_rate" if "rain_rate" in ds else None
     if name is None:
         for k, v in ds.data_vars.items():
