@@ -30,7 +30,7 @@ def quickstart(
     cfg = load_config(L96ClosureConfig, config, {"seed": seed} if seed is not None else None)
     metrics = run(cfg, out, progress=progress, log=lambda m: console.print(f"[bold cyan]{m}"))
     table = Table(title="Lorenz-96 closures (coarse model dt = %g)" % cfg.coarse_dt)
-    for col in ("closure", "RMSE @0.5", "RMSE @1.0", "RMSE @2.0", "skill lost at", "Hellinger(X)", "stable"):
+    for col in ("closure", "rmse@0.5", "rmse@1", "rmse@2", "skill lost", "hellinger", "stable"):
         table.add_column(col, justify="right", no_wrap=True)
     for name, m in metrics["closures"].items():
         f = m["forecast_rmse"]
