@@ -16,8 +16,24 @@ from nemic.metrics.minkowski.exact import (
     excursion_masks,
     minkowski_functionals,
 )
+from nemic.metrics.minkowski.loss import MinkowskiLoss
+from nemic.metrics.minkowski.relaxed import (
+    annealing_schedule,
+    relaxed_area,
+    relaxed_euler_characteristic,
+    relaxed_minkowski_functionals,
+    relaxed_perimeter,
+    soft_masks,
+)
 
 __all__ = [
+    "MinkowskiLoss",
+    "annealing_schedule",
+    "relaxed_area",
+    "relaxed_euler_characteristic",
+    "relaxed_minkowski_functionals",
+    "relaxed_perimeter",
+    "soft_masks",
     "MinkowskiMeasures",
     "connected_components",
     "euler_characteristic",
