@@ -1,0 +1,236 @@
+"""Classic energy-balance-model experiments: equilibrium climate, CO2 doubling, snowball-Earth hysteresis in S0.
+
+Each experiment is a function returning NumPy/xarray results; the ``nemic ebm`` commands call them and write
+netCDF, JSON and PNG files. The hybrid EBM (a neural heat transport trained through the solver against a moist
+EBM) lives in :mod:`nemic.experiments.ebm_hybrid`.
+
+References:
+    North, G. R. (1975), J. Atmos. Sci. 32, 2033-2043 (ice-cap solution, small-ice-cap instability).
+    North, Cahalan & Coakley (1981), Rev. Geophys. 19, 91-121, doi:10.1029/RG019i001p00091 (EBM review).
+    Budyko (1969), Tellus 21, 611-619; Sellers (1969), J. Appl. Meteor. 8, 392-400 (the snowball bifurcation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from nemic.core.errors import ConfigError
+from nemic.core.output import atomic_write, to_xarray
+from nemic.core.rollout import Trajectory
+from nemic.core.steppers import SemiImplicitEuler
+from nemic.core.rollout import rollout
+from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM, EBMState, global_mean, ice_edge_latitude, \
+    latitude_grid
+
+PARAM_NAMES = ("S0", "s2", "A", "B", "D", "a0", "a2", "ai", "Tf", "water_depth", "albedo_width", "co2_ratio")
+
+
+def model_attrs(model: DiffusiveEBM) -> dict[str, Any]:
+    """The model's parameters as plain floats/strings (for netCDF attributes and JSON)."""
+    out: dict[str, Any] = {k: float(getattr(model, k)) for k in PARAM_NAMES}
+    out.update(num_lat=model.num_lat, grid=model.grid, insolation_type=model.insolation_type)
+    return out
+
+
+@eqx.filter_jit
+def _run_years(model: DiffusiveEBM, state: EBMState, n_steps: int, dt: float) -> EBMState:
+    return rollout(model.process(), SemiImplicitEuler(), state, dt=dt, n_steps=n_steps, save_every=n_steps).final
+
+
+def equilibrium(model: DiffusiveEBM, state: EBMState | None = None, *, tol: float = 1e-6, chunk_years: float = 10.0,
+                max_years: float = 2000.0, dt: float | None = None) -> tuple[EBMState, float]:
+    """Integrate in chunks of ``chunk_years`` until no temperature changes by more than ``tol`` K per year.
+
+    Returns ``(state, years integrated)``; raises :class:`ConfigError` if not converged within ``max_years``.
+    The result is a *stable* equilibrium (the time integration cannot converge to an unstable one).
+    """
+    state = model.initial_state() if state is None else state
+    dt = model.default_timestep if dt is None else float(dt)
+    n = max(1, int(round(chunk_years * SECONDS_PER_YEAR / dt)))
+    years = 0.0
+    while years < max_years:
+        new = _run_years(model, state, n, dt)
+        years += n * dt / SECONDS_PER_YEAR
+        change = float(jnp.max(jnp.abs(new.Ts - state.Ts))) / (n * dt / SECONDS_PER_YEAR)
+        state = new
+        if change < tol:
+            return state, years
+    raise ConfigError(f"EBM did not reach equilibrium within {max_years} years (last change {change:.2e} K/yr)")
+
+
+def equilibrium_dataset(model: DiffusiveEBM, state: EBMState) -> xr.Dataset:
+    """A CF dataset of an equilibrium state with its diagnostics (lat, lat_edges coordinates)."""
+    g = latitude_grid(model.num_lat, model.grid)
+    d = {k: np.asarray(v) for k, v in model.diagnostics(state).items()}
+    ds = xr.Dataset(
+        {"Ts": ("lat", np.asarray(state.Ts), {"units": "degC", "standard_name": "surface_temperature",
+                                              "long_name": "zonal-mean surface temperature"}),
+         "ASR": ("lat", d["ASR"], {"units": "W m-2", "long_name": "absorbed shortwave radiation"}),
+         "OLR": ("lat", d["OLR"], {"units": "W m-2", "long_name": "outgoing longwave radiation",
+                                   "standard_name": "toa_outgoing_longwave_flux"}),
+         "albedo": ("lat", d["albedo"], {"units": "1", "long_name": "planetary albedo"}),
+         "insolation": ("lat", d["insolation"], {"units": "W m-2", "standard_name": "toa_incoming_shortwave_flux"}),
+         "heat_transport": ("lat_edges", d["heat_transport"], {"units": "PW",
+                                                               "long_name": "northward heat transport"})},
+        coords={"lat": ("lat", g["lat"], {"units": "degrees_north", "standard_name": "latitude"}),
+                "lat_edges": ("lat_edges", g["lat_edges"], {"units": "degrees_north"})},
+    )
+    ds.attrs.update(model_attrs(model))
+    ds.attrs.update({"Conventions": "CF-1.10", "source": "nemic diffusive EBM",
+                     "global_mean_Ts": float(d["global_mean_Ts"]), "ice_edge": float(d["ice_edge"])})
+    return ds
+
+
+def trajectory_dataset(model: DiffusiveEBM, traj: Trajectory) -> xr.Dataset:
+    """A trajectory of the EBM as a CF dataset (time in seconds, lat in degrees)."""
+    g = latitude_grid(model.num_lat, model.grid)
+    return to_xarray(traj, attrs=model_attrs(model),
+                     coords={"lat": ("lat", g["lat"], {"units": "degrees_north", "standard_name": "latitude"})})
+
+
+def co2_doubling(model: DiffusiveEBM, state: EBMState | None = None, *, ratio: float = 2.0,
+                 tol: float = 1e-6) -> dict[str, Any]:
+    """Equilibrium response to multiplying CO2 by ``ratio`` (forcing 5.35 ln(ratio) W m-2).
+
+    Returns global-mean warming, the ice-edge shift, the no-feedback estimate F/B, and the two equilibria.
+    The climate sensitivity exceeds F/B by the ice-albedo feedback.
+    """
+    base, _ = equilibrium(model, state, tol=tol)
+    forced_model = model.with_params(co2_ratio=float(model.co2_ratio) * ratio)
+    forced, _ = equilibrium(forced_model, base, tol=tol)
+    w = model.weights
+    d0, d1 = model.diagnostics(base), forced_model.diagnostics(forced)
+    forcing = 5.35 * float(np.log(ratio))
+    dT = float(global_mean(forced.Ts - base.Ts, w))
+    return {"forcing_W_m2": forcing, "delta_global_mean_Ts": dT, "no_feedback_delta_T": forcing / float(model.B),
+            "ice_edge_control": float(d0["ice_edge"]), "ice_edge_forced": float(d1["ice_edge"]),
+            "feedback_parameter_W_m2_K": forcing / dT if dT else float("inf"),
+            "control": base, "forced": forced, "forced_model": forced_model}
+
+
+def hysteresis(model: DiffusiveEBM, S0_values, *, years_per_value: float = 40.0, dt: float | None = None,
+               state: EBMState | None = None, start: str = "warm") -> xr.Dataset:
+    """Snowball-Earth hysteresis: sweep S0 down and up, starting each value from the previous equilibrium.
+
+    With ``start="warm"`` the down-sweep starts from a warm state (``30 - 45 x^2`` degC) and the up-sweep from the
+    end of the down-sweep; with ``start="cold"`` the up-sweep starts from a snowball (-60 degC everywhere) and the
+    down-sweep follows it. Each S0 value is integrated for ``years_per_value`` years; a sweep is one ``lax.scan``.
+
+    Args:
+        S0_values: 1-D sequence of solar constants [W m-2] (at least 2; sorted here).
+        state: initial state overriding the default of ``start``.
+
+    Returns:
+        Dataset with dims ``branch`` ("down", "up") and ``S0``: global-mean Ts [degC], ice edge [deg], and the
+        Ts profiles.
+    """
+    S0 = np.sort(np.asarray(S0_values, dtype=float).ravel())
+    if S0.size < 2:
+        raise ConfigError(f"the S0 sweep needs at least 2 values, got {S0.size}")
+    if not np.all(np.isfinite(S0)) or np.any(S0 < 0):
+        raise ConfigError("S0 values must be finite and >= 0")
+    dt = model.default_timestep if dt is None else float(dt)
+    n = max(1, int(round(years_per_value * SECONDS_PER_YEAR / dt)))
+    if start not in ("warm", "cold"):
+        raise ConfigError(f"start must be 'warm' or 'cold', got {start!r}")
+    if state is None:
+        state = model.initial_state(30.0 - 45.0 * model.x**2 if start == "warm" else jnp.full(model.num_lat, -60.0))
+    lat = latitude_grid(model.num_lat, model.grid)["lat"]
+
+    @eqx.filter_jit
+    def sweep(model, state, values):
+        def body(s, S0v):
+            s = rollout(model.with_params(S0=S0v).process(), SemiImplicitEuler(), s, dt=dt, n_steps=n,
+                        save_every=n).final
+            return s, s.Ts
+        return jax.lax.scan(body, state, values)
+
+    if start == "warm":
+        last, T_down = sweep(model, state, jnp.asarray(S0[::-1]))
+        _, T_up = sweep(model, last, jnp.asarray(S0))
+    else:
+        last, T_up = sweep(model, state, jnp.asarray(S0))
+        _, T_down = sweep(model, last, jnp.asarray(S0[::-1]))
+    T_down = np.asarray(T_down)[::-1]
+    T = np.stack([T_down, np.asarray(T_up)])
+    w = np.asarray(model.weights)
+    gm = (T * w).sum(-1) / w.sum()
+    edge = np.asarray(jax.vmap(jax.vmap(lambda t: ice_edge_latitude(t, lat, model.Tf)))(jnp.asarray(T)))
+    ds = xr.Dataset(
+        {"global_mean_Ts": (("branch", "S0"), gm, {"units": "degC", "long_name": "global-mean surface temperature"}),
+         "ice_edge": (("branch", "S0"), edge, {"units": "degrees_north", "long_name": "ice-edge latitude"}),
+         "Ts": (("branch", "S0", "lat"), T, {"units": "degC", "standard_name": "surface_temperature"})},
+        coords={"branch": ["down", "up"], "S0": ("S0", S0, {"units": "W m-2", "long_name": "solar constant"}),
+                "lat": ("lat", lat, {"units": "degrees_north", "standard_name": "latitude"})},
+    )
+    ds.attrs.update(model_attrs(model))
+    ds.attrs.update({"Conventions": "CF-1.10", "years_per_value": years_per_value, "start": start,
+                     **hysteresis_transitions(ds)})
+    return ds
+
+
+def hysteresis_transitions(ds: xr.Dataset) -> dict[str, float]:
+    """The S0 values where the down-sweep falls into the snowball and the up-sweep leaves it (NaN if not found):
+    the first S0 (going down) with the equatorial cell frozen, and the first S0 (going up) with it ice-free."""
+    S0 = ds["S0"].values
+    down = ds["ice_edge"].sel(branch="down").values
+    up = ds["ice_edge"].sel(branch="up").values
+    frozen_down = np.where(down <= 0.0)[0]
+    thawed_up = np.where(up > 0.0)[0]
+    return {"snowball_S0": float(S0[frozen_down.max()]) if frozen_down.size else float("nan"),
+            "deglaciation_S0": float(S0[thawed_up.min()]) if thawed_up.size else float("nan")}
+
+
+# ----------------------------------------------------------------------------------------------------- plots
+def plot_equilibrium(ds: xr.Dataset, path, ds_forced: xr.Dataset | None = None) -> Path:
+    """Plot Ts, albedo, radiation and heat transport of an equilibrium (and a forced one) to a PNG file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax[0].plot(ds.lat, ds.Ts, label="control")
+    if ds_forced is not None:
+        ax[0].plot(ds_forced.lat, ds_forced.Ts, label="forced")
+    ax[0].axhline(ds.attrs["Tf"], color="k", lw=0.5, ls="--")
+    ax[0].set(xlabel="latitude", ylabel="Ts [degC]", title="surface temperature")
+    ax[0].legend()
+    ax[1].plot(ds.lat, ds.ASR, label="ASR")
+    ax[1].plot(ds.lat, ds.OLR, label="OLR")
+    ax[1].set(xlabel="latitude", ylabel="W m-2", title="radiation")
+    ax[1].legend()
+    ax[2].plot(ds.lat_edges, ds.heat_transport)
+    ax[2].set(xlabel="latitude", ylabel="PW", title="northward heat transport")
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return out
+
+
+def plot_hysteresis(ds: xr.Dataset, path) -> Path:
+    """Plot the hysteresis loop (global-mean Ts and ice edge against S0, both branches) to a PNG file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for b, style in (("down", "-o"), ("up", "-s")):
+        ax[0].plot(ds.S0, ds.global_mean_Ts.sel(branch=b), style, ms=2.5, label=f"S0 {b}")
+        ax[1].plot(ds.S0, ds.ice_edge.sel(branch=b), style, ms=2.5, label=f"S0 {b}")
+    ax[0].set(xlabel="S0 [W m-2]", ylabel="global-mean Ts [degC]", title="snowball hysteresis")
+    ax[1].set(xlabel="S0 [W m-2]", ylabel="ice edge [deg N]", title="ice edge")
+    for a in ax:
+        a.legend()
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return out
