@@ -26,7 +26,10 @@ def _root() -> None:
 
 
 # (module, command name, help) for each group of subcommands
-SUBCOMMANDS: list[tuple[str, str, str]] = []
+SUBCOMMANDS: list[tuple[str, str, str]] = [
+    ("qg", "qg", "Two-layer QG model and the ocean subgrid benchmark"),
+    ("ebm", "ebm", "Energy balance model: equilibrium, CO2, hysteresis, calibration"),
+]
 
 
 def _register() -> None:
