@@ -1,0 +1,118 @@
+"""``nemic ebm``: the diffusive energy balance model: equilibrium and CO2 doubling, snowball hysteresis, calibration,
+and the hybrid (neural heat transport) EBM. Every command writes netCDF/JSON/PNG files into ``--out``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Energy balance model: equilibrium, CO2, hysteresis, calibration.")
+
+
+def _setup() -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _model(num_lat: int, grid: str, insolation: str, **params):
+    from nemic.models.ebm import DiffusiveEBM
+
+    return DiffusiveEBM(num_lat, grid=grid, insolation_type=insolation, **params)
+
+
+@app.command()
+def run(
+    out: Path = typer.Option(..., help="output directory"),
+    num_lat: int = typer.Option(90, help="number of latitude cells"),
+    grid: str = typer.Option("lat", help="grid: lat (uniform in latitude, as climlab) or sin (equal-area)"),
+    insolation: str = typer.Option("p2", help="insolation: p2, annual (exact annual mean) or daily (seasonal)"),
+    S0: float = typer.Option(1365.2, "--S0", help="solar constant, W m-2"),
+    A: float = typer.Option(210.0, "--A", help="OLR at 0 degC, W m-2"),
+    B: float = typer.Option(2.0, "--B", help="OLR slope, W m-2 K-1"),
+    D: float = typer.Option(0.555, "--D", help="diffusivity, W m-2 K-1"),
+    albedo_width: float = typer.Option(0.0, help="half-width of the ice-albedo transition, K (0 = step)"),
+    water_depth: float = typer.Option(10.0, help="mixed-layer depth, m"),
+    co2_ratio: float = typer.Option(2.0, help="CO2 multiple for the sensitivity experiment"),
+    years: float = typer.Option(0.0, help="also write a trajectory of this many years (saved every 1/12 year)"),
+) -> None:
+    """Equilibrium climate and its response to CO2 x co2_ratio: equilibrium.nc, co2.nc, summary.json, ebm.png."""
+    _setup()
+    from nemic.core.output import ensure_writable_dir, write_json, write_netcdf
+    from nemic.experiments import ebm as X
+
+    out = ensure_writable_dir(out)
+    m = _model(num_lat, grid, insolation, S0=S0, A=A, B=B, D=D, albedo_width=albedo_width,
+               water_depth=water_depth)
+    t0 = time.perf_counter()
+    if insolation == "daily":
+        from nemic.models.ebm import SECONDS_PER_YEAR
+
+        n_year = 360
+        traj = m.integrate(years=30, dt=SECONDS_PER_YEAR / n_year, save_every=n_year)
+        state = traj.final
+    else:
+        state, _ = X.equilibrium(m)
+    ds = X.equilibrium_dataset(m, state)
+    write_netcdf(ds, out / "equilibrium.nc")
+    summary = {"model": X.model_attrs(m), "global_mean_Ts": ds.attrs["global_mean_Ts"],
+               "ice_edge": ds.attrs["ice_edge"]}
+    ds_forced = None
+    if insolation != "daily":
+        r = X.co2_doubling(m, state, ratio=co2_ratio)
+        ds_forced = X.equilibrium_dataset(r["forced_model"], r["forced"])
+        write_netcdf(ds_forced, out / "co2.nc")
+        summary["co2"] = {k: v for k, v in r.items() if isinstance(v, float)}
+    if years > 0:
+        from nemic.models.ebm import SECONDS_PER_YEAR
+
+        dt = SECONDS_PER_YEAR / 360 if insolation == "daily" else m.default_timestep
+        n_save = max(1, int(round(SECONDS_PER_YEAR / 12 / dt)))
+        steps = int(round(years * SECONDS_PER_YEAR / dt))
+        steps -= steps % n_save
+        traj = m.integrate(state, years=steps * dt / SECONDS_PER_YEAR, dt=dt, save_every=n_save)
+        write_netcdf(X.trajectory_dataset(m, traj), out / "trajectory.nc")
+    summary["wall_s"] = time.perf_counter() - t0
+    write_json(summary, out / "summary.json")
+    X.plot_equilibrium(ds, out / "ebm.png", ds_forced)
+    msg = f"global-mean Ts {summary['global_mean_Ts']:.2f} degC, ice edge {summary['ice_edge']:.2f} deg"
+    if "co2" in summary:
+        msg += f"; CO2 x{co2_ratio:g}: dT = {summary['co2']['delta_global_mean_Ts']:.2f} K"
+    typer.echo(f"{msg}; files in {out}")
+
+
+@app.command()
+def hysteresis(
+    out: Path = typer.Option(..., help="output directory"),
+    s0_min: float = typer.Option(1200.0, help="smallest S0, W m-2"),
+    s0_max: float = typer.Option(1900.0, help="largest S0, W m-2"),
+    s0_step: float = typer.Option(5.0, help="S0 increment, W m-2"),
+    years_per_value: float = typer.Option(40.0, help="years integrated at each S0"),
+    num_lat: int = typer.Option(90, help="number of latitude cells"),
+    grid: str = typer.Option("lat", help="grid: lat or sin"),
+    albedo_width: float = typer.Option(0.5, help="half-width of the ice-albedo transition, K"),
+) -> None:
+    """Snowball-Earth hysteresis loop in S0 (both branches): hysteresis.nc, hysteresis.json, hysteresis.png."""
+    _setup()
+    import numpy as np
+
+    from nemic.core.errors import ConfigError
+    from nemic.core.output import ensure_writable_dir, write_json, write_netcdf
+    from nemic.experiments import ebm as X
+
+    if not (s0_step > 0) or not (s0_max >= s0_min):
+        raise ConfigError(f"need s0_step > 0 and s0_max >= s0_min, got {s0_min}..{s0_max} step {s0_step}")
+    values = np.arange(s0_min, s0_max + 0.5 * s0_step, s0_step)
+    out = ensure_writable_dir(out)
+    m = _model(num_lat, grid, "p2", albedo_width=albedo_width)
+    t0 = time.perf_counter()
+    ds = X.hysteresis(m, values, years_per_value=years_per_value)
+    write_netcdf(ds, out / "hysteresis.nc")
+    summary = {"model": X.model_attrs(m), **X.hysteresis_transitions(ds), "n_values": int(values.size),
+               "wall_s": time.perf_counter() - t0}
+    write_json(summary, out / "hysteresis.json")
+    X.plot_hysteresis(ds, out / "hysteresis.png")
+    typer.echo(f"snowball below S0 = {summary['snowball_S0']:g}, deglaciation at S0 = "
+               f"{summary['deglaciation_S0']:g} W m-2; files in {out}")
