@@ -4,8 +4,13 @@ The network sees some fields of the state and returns tendencies for some fields
 tendency. The hybrid model is then simply ``physics + NeuralTendency(net, ...)``, trained end to end through the
 solver as in NeuralGCM (Kochkov et al. 2024, Nature 632, 1060-1066, doi:10.1038/s41586-024-07744-y).
 
-If the network's output is exactly zero (e.g. a zero-initialised last layer) the hybrid model reproduces the
-physics-only run bit for bit, because adding an exact zero to a floating-point tendency changes nothing.
+If the network's output is exactly zero (e.g. a zero-initialised last layer) the hybrid tendency equals the
+physics tendency bit for bit, because adding an exact zero to a floating-point number changes nothing. Whole runs
+are then identical wherever XLA compiles the physics arithmetic the same way in both programs (tested for RK4).
+XLA's CPU backend may, however, fuse the physics into the stepper's update differently once a correction term is
+present and contract a different set of multiply-adds into FMA instructions (it removes optimisation barriers,
+so this cannot be forced); the runs then differ in the last bit (1e-15), which a chaotic model amplifies over
+hundreds of steps. Disabling FMA (``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``) restores bit equality at a speed cost.
 """
 
 from __future__ import annotations
