@@ -1,0 +1,78 @@
+"""Convolutional networks on doubly periodic grids (circular padding).
+
+:class:`CircularCNN` is the fully convolutional network of the ocean subgrid benchmark (Ross et al. 2023, JAMES 15,
+e2022MS003258, doi:10.1029/2022MS003258, "FCNN", after Guillaumin & Zanna 2021, doi:10.1029/2021MS002474):
+stacked same-size convolutions with ReLU, here with periodic ("wrap") padding so that the network is exactly
+translation-equivariant on the periodic domain, and an optional zero-mean output (each output channel's domain mean
+is removed), which makes a PV closure conserve the domain integral of PV. Batch normalisation of the original is
+left out (it carries state across samples); inputs are normalised by the caller instead.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+
+class CircularConv2d(eqx.Module):
+    """A 2-D convolution with periodic padding: (C_in, H, W) -> (C_out, H, W) for odd kernel sizes."""
+
+    conv: eqx.nn.Conv2d
+    pad: int = eqx.field(static=True)
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, key):
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.conv = eqx.nn.Conv2d(in_channels, out_channels, kernel_size, padding=0, key=key)
+        self.pad = kernel_size // 2
+
+    def __call__(self, x):
+        p = self.pad
+        return self.conv(jnp.pad(x, ((0, 0), (p, p), (p, p)), mode="wrap"))
+
+
+class CircularCNN(eqx.Module):
+    """Fully convolutional network with circular padding: (in_channels, H, W) -> (out_channels, H, W).
+
+    Args:
+        in_channels, out_channels: numbers of channels (2 and 2 for the QG closure: one per layer).
+        widths: hidden channel counts (benchmark FCNN: 128, 64, 32, 32, 32, 32, 32).
+        kernel_sizes: one odd size per convolution (len(widths) + 1; benchmark: 5, 5, 3, 3, 3, 3, 3, 3).
+        zero_mean: subtract each output channel's spatial mean.
+        zero_init_last: start with a zero last layer (the hybrid model then starts as the physics model).
+        key: ``jax.random`` key.
+    """
+
+    layers: tuple[CircularConv2d, ...]
+    zero_mean: bool = eqx.field(static=True)
+
+    def __init__(self, in_channels: int = 2, out_channels: int = 2,
+                 widths: Sequence[int] = (128, 64, 32, 32, 32, 32, 32),
+                 kernel_sizes: Sequence[int] | None = None, *, zero_mean: bool = True,
+                 zero_init_last: bool = False, key):
+        widths = tuple(widths)
+        if kernel_sizes is None:
+            kernel_sizes = (5, 5) + (3,) * (len(widths) - 1)
+            kernel_sizes = kernel_sizes[: len(widths) + 1]
+        if len(kernel_sizes) != len(widths) + 1:
+            raise ValueError(f"need {len(widths) + 1} kernel sizes, got {len(kernel_sizes)}")
+        chans = (in_channels,) + widths + (out_channels,)
+        keys = jax.random.split(key, len(chans) - 1)
+        layers = [CircularConv2d(a, b, k, key=kk) for a, b, k, kk in zip(chans[:-1], chans[1:], kernel_sizes, keys)]
+        if zero_init_last:
+            last = layers[-1]
+            layers[-1] = eqx.tree_at(lambda c: (c.conv.weight, c.conv.bias), last,
+                                     (jnp.zeros_like(last.conv.weight), jnp.zeros_like(last.conv.bias)))
+        self.layers = tuple(layers)
+        self.zero_mean = zero_mean
+
+    def __call__(self, x):
+        for layer in self.layers[:-1]:
+            x = jax.nn.relu(layer(x))
+        y = self.layers[-1](x)
+        if self.zero_mean:
+            y = y - jnp.mean(y, axis=(-2, -1), keepdims=True)
+        return y

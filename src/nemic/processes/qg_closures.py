@@ -1,0 +1,134 @@
+"""Subgrid closures of the two-layer QG model as Processes (tendencies of PV, s^-2).
+
+* :class:`Smagorinsky`: eddy viscosity ``nu = (C dx)^2 |S|`` on the layer velocities (Smagorinsky 1963, Mon. Wea.
+  Rev. 91, 99, doi:10.1175/1520-0493(1963)091<0099:GCEWTP>2.3.CO;2), as pyqg's ``Smagorinsky`` parameterization:
+  ``du = 2 (d(nu Sxx)/dx + d(nu Sxy)/dy)``, ``dv = 2 (d(nu Sxy)/dx + d(nu Syy)/dy)``, applied to PV as its curl.
+* :class:`BackscatterBiharmonic`: Smagorinsky-scaled biharmonic dissipation plus negative-viscosity backscatter
+  that returns a fraction ``back_constant`` of the dissipated energy at large scales (Jansen & Held 2014, Ocean
+  Modell. 80, 36, doi:10.1016/j.ocemod.2014.06.002; Jansen et al. 2015, Ocean Modell. 94, 15,
+  doi:10.1016/j.ocemod.2015.05.007), in the form used by pyqg and Ross et al. (2023, JAMES,
+  doi:10.1029/2022MS003258, section 4.1).
+* :class:`CNNClosure`: a neural network mapping normalised PV to normalised subgrid forcing (Ross et al. 2023
+  "FCNN"; Guillaumin & Zanna 2021, JAMES 13, e2021MS002474, doi:10.1029/2021MS002474).
+
+Add a closure to the low-resolution model: ``model + Smagorinsky(model)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from nemic.core.process import AbstractProcess
+from nemic.models.qg.model import QGState, TwoLayerQG
+
+
+def _strain(model: TwoLayerQG, q):
+    k, l, _ = model.grid(q.dtype)
+    ph = model.invert(model.fft(q))
+    # velocities pass through physical space (as in pyqg), which drops the Nyquist parts of the derivatives
+    uvh = model.fft(jnp.concatenate(model.velocities(ph)))
+    uh, vh = uvh[:2], uvh[2:]
+    S = model.ifft(jnp.concatenate([1j * k * uh, 1j * l * vh, 0.5 * (1j * l * uh + 1j * k * vh)]))
+    return S[:2], S[2:4], S[4:], ph
+
+
+def _smagorinsky_viscosity(model: TwoLayerQG, Sxx, Syy, Sxy, constant):
+    """``(C dx)^2 sqrt(2 (Sxx^2 + Syy^2 + 2 Sxy^2))`` (2, ny, nx), m^2/s."""
+    return (constant * model.dx) ** 2 * jnp.sqrt(2 * (Sxx**2 + Syy**2 + 2 * Sxy**2))
+
+
+class Smagorinsky(AbstractProcess):
+    """Smagorinsky eddy viscosity as a PV tendency (pyqg's ``Smagorinsky``, default ``constant = 0.1``).
+
+    Args:
+        model: the (low-resolution) model whose grid and inversion are used.
+        constant: the Smagorinsky constant C (non-dimensional; an array field, so it can be calibrated).
+    """
+
+    model: TwoLayerQG
+    constant: jax.Array
+
+    def __init__(self, model: TwoLayerQG, constant=0.1):
+        self.model = model
+        self.constant = jnp.asarray(constant, dtype=float)
+
+    def tendency(self, state: QGState, t: Any) -> QGState:
+        m, q = self.model, state.q
+        k, l, _ = m.grid(q.dtype)
+        Sxx, Syy, Sxy, _ = _strain(m, q)
+        nu = _smagorinsky_viscosity(m, Sxx, Syy, Sxy, jnp.asarray(self.constant, q.dtype))
+        f = m.fft(jnp.concatenate([nu * Sxx, nu * Sxy, nu * Syy]))
+        # the velocity tendencies pass through physical space, as in pyqg (same treatment of Nyquist modes)
+        duv = m.ifft(jnp.concatenate([2 * (1j * k * f[:2] + 1j * l * f[2:4]), 2 * (1j * k * f[2:4] + 1j * l * f[4:])]))
+        duvh = m.fft(duv)
+        return QGState(q=m.ifft(1j * k * duvh[2:] - 1j * l * duvh[:2]))
+
+
+class BackscatterBiharmonic(AbstractProcess):
+    """Biharmonic Smagorinsky dissipation with energy backscatter (pyqg's ``BackscatterBiharmonic``).
+
+    ``dissipation = -lap(dx^2 nu lap^2 psi)`` with ``nu`` the Smagorinsky viscosity (constant ``smag_constant``);
+    ``backscatter = -c_b lap^2 psi * <psi, dissipation> / <psi, lap^2 psi>`` with ``<a, b> = sum_i H_i mean(a_i b_i)``,
+    so the backscatter returns the fraction ``c_b = back_constant`` of the energy the dissipation removes.
+
+    Args:
+        model: the (low-resolution) model.
+        smag_constant: 0.08 by default; back_constant: 0.99 by default (pyqg's values).
+    """
+
+    model: TwoLayerQG
+    smag_constant: jax.Array
+    back_constant: jax.Array
+    eps: float = eqx.field(static=True, default=1e-32)
+
+    def __init__(self, model: TwoLayerQG, smag_constant=0.08, back_constant=0.99, eps: float = 1e-32):
+        self.model = model
+        self.smag_constant = jnp.asarray(smag_constant, dtype=float)
+        self.back_constant = jnp.asarray(back_constant, dtype=float)
+        self.eps = eps
+
+    def tendency(self, state: QGState, t: Any) -> QGState:
+        m, q = self.model, state.q
+        dt = q.dtype
+        _, _, wv2 = m.grid(dt)
+        Sxx, Syy, Sxy, ph = _strain(m, q)
+        nu = _smagorinsky_viscosity(m, Sxx, Syy, Sxy, jnp.asarray(self.smag_constant, dt))
+        psi_lap2 = m.ifft(jnp.concatenate([ph, wv2**2 * ph]))
+        psi, lap2psi = psi_lap2[:2], psi_lap2[2:]
+        dissipation = m.ifft(wv2 * m.fft(lap2psi * m.dx**2 * nu))
+        Hi = jnp.asarray(m.Hi, dt)
+        num = jnp.sum(Hi * jnp.mean(psi * dissipation, axis=(-2, -1)))
+        den = jnp.sum(Hi * jnp.mean(psi * lap2psi, axis=(-2, -1))) + self.eps
+        backscatter = -jnp.asarray(self.back_constant, dt) * lap2psi * (num / den)
+        return QGState(q=dissipation + backscatter)
+
+
+class CNNClosure(AbstractProcess):
+    """A neural network as a PV closure: ``dq/dt = out_scale * net(q / in_scale)``.
+
+    Args:
+        net: a module mapping (2, ny, nx) to (2, ny, nx) (e.g. :class:`nemic.nn.conv.CircularCNN` with
+            ``zero_mean=True``, so the domain integral of PV in each layer is conserved).
+        in_scale: PV scale per layer (2,), s^-1 (e.g. the training data's standard deviation).
+        out_scale: forcing scale per layer (2,), s^-2.
+    """
+
+    net: Any
+    in_scale: jax.Array
+    out_scale: jax.Array
+
+    def __init__(self, net: Any, in_scale, out_scale):
+        self.net = net
+        self.in_scale = jnp.asarray(in_scale, dtype=float).reshape(2)
+        self.out_scale = jnp.asarray(out_scale, dtype=float).reshape(2)
+
+    def tendency(self, state: QGState, t: Any) -> QGState:
+        q = state.q
+        dt = q.dtype
+        x = q / jax.lax.stop_gradient(jnp.asarray(self.in_scale, dt))[:, None, None]
+        y = self.net(x).astype(dt)
+        return QGState(q=y * jax.lax.stop_gradient(jnp.asarray(self.out_scale, dt))[:, None, None])
