@@ -185,6 +185,8 @@ def run(cfg: L96ClosureConfig = L96ClosureConfig(), out: str | Path = "runs/quic
     """
     t_start = time.perf_counter()
     out = ensure_writable_dir(out)
+    # training resumes from checkpoints only of the very same configuration
+    ckpt_dir = out / "checkpoints" / _config_hash(cfg)
     key = jax.random.PRNGKey(cfg.seed)
     k_train, k_test, k_nn, k_off, k_on = jax.random.split(key, 5)
     truth_model = TwoScaleLorenz96(h=cfg.h, b=cfg.b, c=cfg.c, F=cfg.F)
@@ -213,7 +215,7 @@ def run(cfg: L96ClosureConfig = L96ClosureConfig(), out: str | Path = "runs/quic
     params["nn_offline"], hist_off = fit_offline(net, x_train, u_train, n_iters=cfg.offline_iters,
                                                  batch_size=cfg.offline_batch, learning_rate=cfg.offline_lr,
                                                  key=k_off, progress=progress,
-                                                 checkpoint_dir=str(out / "checkpoints"))
+                                                 checkpoint_dir=str(ckpt_dir))
     timings["nn_offline"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -222,7 +224,7 @@ def run(cfg: L96ClosureConfig = L96ClosureConfig(), out: str | Path = "runs/quic
     params["nn_online"], hist_on = fit_online(
         NeuralTendency(params["nn_offline"], "x"), lambda c: coarse + c, RK4(), reference, dt=cfg.coarse_dt,
         curriculum=cfg.online_curriculum, batch_size=cfg.online_batch, learning_rate=cfg.online_lr, key=k_on,
-        progress=progress, checkpoint_dir=str(out / "checkpoints"))
+        progress=progress, checkpoint_dir=str(ckpt_dir))
     params["nn_online"] = params["nn_online"].net
     timings["nn_online"] = time.perf_counter() - t0
 
@@ -262,6 +264,13 @@ def run(cfg: L96ClosureConfig = L96ClosureConfig(), out: str | Path = "runs/quic
     metrics["wall_seconds"] = time.perf_counter() - t_start
     write_json(metrics, out / "metrics.json")
     return metrics
+
+
+def _config_hash(cfg: L96ClosureConfig) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _write_outputs(out: Path, cfg, test, results, acf_truth, n_acf, hist_off, hist_on) -> None:

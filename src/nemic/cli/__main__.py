@@ -1,0 +1,3 @@
+from nemic.cli import main
+
+main()
