@@ -3,7 +3,7 @@
 Two entry points:
 
 * :func:`rollout` is a pure function: jit it, ``vmap`` it over initial states (ensembles), differentiate it.
-  With ``checkpoint=True`` the scan is split into nested blocks of about sqrt(n) steps, each wrapped in
+  With ``checkpoint=True`` the scan is split into blocks of about sqrt(n) steps, each wrapped in
   ``jax.checkpoint``, so reverse-mode memory grows like sqrt(n) instead of n (Griewank & Walther 2000,
   ACM TOMS 26, 19-45, doi:10.1145/347837.347846) at the price of one extra forward pass.
 * :func:`simulate` is the host-side driver for long runs: it runs the pure rollout in segments under a Rich
@@ -81,14 +81,15 @@ def checkpointed_scan(
     m = max(1, math.isqrt(length - 1) + 1)  # ceil(sqrt(length))
     q, r = divmod(length, m)
 
-    @jax.checkpoint
-    def block(c, _):
-        return jax.lax.scan(jax.checkpoint(f), c, None, length=m)
+    def block(length):
+        # one rematerialised block: its forward is recomputed once in the backward pass, storing the
+        # intermediates of at most m iterations
+        return jax.checkpoint(lambda c, _: jax.lax.scan(f, c, None, length=length))
 
-    carry, ys = jax.lax.scan(block, carry, None, length=q)
+    carry, ys = jax.lax.scan(block(m), carry, None, length=q)
     ys = jax.tree_util.tree_map(lambda y: y.reshape((q * m,) + y.shape[2:]), ys)
     if r:
-        carry, ys_r = jax.lax.scan(jax.checkpoint(f), carry, None, length=r)
+        carry, ys_r = block(r)(carry, None)
         ys = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ys, ys_r)
     return carry, ys
 
@@ -139,7 +140,8 @@ def rollout(
         n_steps: number of steps, a multiple of ``save_every``.
         t0: initial time.
         save_every: save one state every this many steps.
-        checkpoint: nested ``jax.checkpoint`` for O(sqrt(n_steps)) reverse-mode memory.
+        checkpoint: blockwise ``jax.checkpoint`` for O(sqrt(n)) reverse-mode memory (n: the longer of the
+            number of saves and the steps per save; the shorter loop is recomputed whole inside a block).
         stepper_state: history of a multistep stepper to continue from (default: ``stepper.init``).
         detect_blowup: freeze the state at the last finite save once a save is NaN/inf (see module docs).
         return_stepper_state: also return the final stepper state (to continue a run exactly).
@@ -151,6 +153,10 @@ def rollout(
         _validate(state0, dt, n_steps, save_every)
     n_saves = n_steps // save_every
     ss0 = stepper.init(process, state0, t0, dt) if stepper_state is None else stepper_state
+    # one level of sqrt(n) blocking, on the longer of the two loops (saves, steps per save): nesting it on both
+    # would recompute every step several times for no further memory gain
+    checkpoint_saves = checkpoint and n_saves >= save_every
+    checkpoint_steps = checkpoint and not checkpoint_saves
 
     def one_step(carry):
         state, ss, i = carry
@@ -159,7 +165,7 @@ def rollout(
 
     def one_save(carry):
         state, ss, i, bad = carry
-        (new, ss_new, i_new), _ = checkpointed_scan(one_step, (state, ss, i), save_every, checkpoint)
+        (new, ss_new, i_new), _ = checkpointed_scan(one_step, (state, ss, i), save_every, checkpoint_steps)
         if detect_blowup:
             ok = all_finite(new) & (bad < 0)
             bad = jnp.where((bad < 0) & ~ok, i, bad)
@@ -168,7 +174,7 @@ def rollout(
         return (new, ss_new, i_new, bad), new
 
     init = (state0, ss0, jnp.zeros((), jnp.int32), -jnp.ones((), jnp.int32))
-    (_, ss_final, _, bad), saved = checkpointed_scan(one_save, init, n_saves, checkpoint)
+    (_, ss_final, _, bad), saved = checkpointed_scan(one_save, init, n_saves, checkpoint_saves)
     states = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), state0, saved)
     times = t0 + jnp.arange(n_saves + 1) * (save_every * dt)
     traj = Trajectory(t=times, states=states, blowup_step=bad)
