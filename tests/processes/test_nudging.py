@@ -88,8 +88,9 @@ def test_spectral_nudging_leaves_high_wavenumbers_untouched():
     cutoff = 3
     nud = Nudging(ref, 0.5, times=[0.0, 1.0], spectral_cutoff=cutoff, spectral_axes=(0, 1))
     grid = Nudging(ref, 0.5, times=[0.0, 1.0])
-    tend = nud.tendency(state, 0.3).q
-    th, gh = np.fft.fft2(np.asarray(tend)), np.fft.fft2(np.asarray(grid.tendency(state, 0.3).q))
+    tendency = jax.jit(lambda n, s: n.tendency(s, 0.3).q)
+    tend = tendency(nud, state)
+    th, gh = np.fft.fft2(np.asarray(tend)), np.fft.fft2(np.asarray(tendency(grid, state)))
     ky = np.abs(np.fft.fftfreq(16) * 16)[:, None]
     kx = np.abs(np.fft.fftfreq(12) * 12)[None, :]
     low = (ky <= cutoff) & (kx <= cutoff)
@@ -130,16 +131,17 @@ def test_per_field_tau_weights_and_mask():
 
 
 def test_check_grads_jit_vmap_grad(reference):
+    reference = reference.take(60)
     nud = Nudging(reference, 0.3, spectral_cutoff=2)
     x0 = reference.states.x[10] + 0.5
 
+    @jax.jit
     def f(x, inv_tau, t):
         n = Nudging(reference, 1.0 / inv_tau, spectral_cutoff=2)
         return n.tendency(Lorenz96State(x=x), t).x
 
-    check_grads(lambda x: f(x, 3.0, 0.2), (x0,), order=2, modes=("fwd", "rev"))
-    check_grads(lambda it: f(x0, it, 0.2), (jnp.asarray(3.0),), order=1, modes=("rev",))
-    check_grads(lambda t: f(x0, 3.0, t), (jnp.asarray(0.2013),), order=1, modes=("rev",))
+    check_grads(lambda x, it, t: f(x, it, t), (x0, jnp.asarray(3.0), jnp.asarray(0.2013)), order=1,
+                modes=("fwd", "rev"))
     jitted = jax.jit(lambda n, s, t: n.tendency(s, t))
     np.testing.assert_allclose(jitted(nud, Lorenz96State(x=x0), 0.2).x, nud.tendency(Lorenz96State(x=x0), 0.2).x,
                                atol=1e-13)
