@@ -42,3 +42,91 @@ def generate(
             operators=[o.strip() for o in operators.split(",") if o.strip()], seed=seed, progress=True)
     typer.echo(f"{s['steps']} steps at nx={nx_hi} in {s['wall_s']:.1f} s ({s['ms_per_step']:.2f} ms/step); "
                f"{s['snapshots']} snapshots written to {out}")
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in s.split(",") if x.strip())
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., help="directory written by `nemic qg generate`"),
+    out: Path = typer.Option(..., help="output directory for the trained closure"),
+    mode: str = typer.Option("offline", help="offline (fit forcing targets) or online (through rollouts)"),
+    operator: str = typer.Option("op1", help="coarse-graining operator of the training data"),
+    steps: int = typer.Option(1000, help="optimiser steps"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    batch: int = typer.Option(16, help="snapshots (offline) or rollouts (online) per step"),
+    horizon: int = typer.Option(4, help="online: snapshot intervals per rollout"),
+    widths: str = typer.Option("64,64,32,32", help="hidden channels of the CNN"),
+    init: Path = typer.Option(None, help="start from a saved closure (e.g. online fine-tuning of an offline one)"),
+    seed: int = typer.Option(0, help="random seed"),
+    float64: bool = typer.Option(False, help="train in float64"),
+) -> None:
+    """Train a CNN closure offline on q_subgrid_forcing or online through low-resolution rollouts."""
+    _x64(float64)
+    import time as _time
+
+    import jax
+
+    from nemic.core.errors import ConfigError
+    from nemic.experiments import qg_subgrid as ex
+
+    if mode not in ("offline", "online"):
+        raise ConfigError(f"mode must be 'offline' or 'online', got {mode!r}")
+    ds, lo = ex.load_dataset(data, operator)
+    key = jax.random.key(seed)
+    if init is not None:
+        closure, hyper = ex.load_closure(init)
+    else:
+        s_q, s_S = ex.scales(ds)
+        hyper = {"widths": list(_ints(widths)), "in_scale": s_q.tolist(), "out_scale": s_S.tolist()}
+        closure = ex.make_cnn_closure(s_q, s_S, widths=_ints(widths), key=key)
+    t0 = _time.perf_counter()
+    if mode == "offline":
+        closure, losses = ex.train_offline(closure, ds, steps=steps, batch=batch, lr=lr, key=key)
+    else:
+        closure, losses = ex.train_online(closure, lo, ds, steps=steps, horizon=horizon, batch=batch, lr=lr,
+                                          key=key)
+    hyper.update({"mode": mode, "operator": operator, "steps": steps, "lr": lr, "losses": losses,
+                  "train_wall_s": _time.perf_counter() - t0, "config": ds.attrs.get("config")})
+    ex.save_closure(closure, hyper, out)
+    typer.echo(f"{mode} training: loss {losses[0][1]:.4g} -> {losses[-1][1]:.4g} in {hyper['train_wall_s']:.1f} s; "
+               f"saved to {out}")
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., help="directory written by `nemic qg generate`"),
+    out: Path = typer.Option(..., help="output directory (metrics.json, spectra.png, snapshots.png)"),
+    closures: str = typer.Option("smagorinsky,backscatter",
+                                 help="comma-separated: smagorinsky, backscatter, or NAME=DIR of a trained CNN"),
+    operator: str = typer.Option("op1", help="coarse-graining operator of the reference data"),
+    steps: int = typer.Option(None, help="steps of each free run (default: the dataset's span)"),
+    save_every: int = typer.Option(None, help="steps between scored snapshots (default: the dataset's spacing)"),
+    spinup_steps: int = typer.Option(0, help="steps discarded at the start of each free run"),
+    float64: bool = typer.Option(True, help="run in float64"),
+) -> None:
+    """Free runs of the low-resolution model with each closure, scored by the benchmark's similarity metrics."""
+    _x64(float64)
+    from nemic.core.errors import ConfigError
+    from nemic.experiments import qg_subgrid as ex
+    from nemic.processes.qg_closures import BackscatterBiharmonic, Smagorinsky
+
+    _, lo = ex.load_dataset(data, operator)
+    procs = {}
+    for item in [c.strip() for c in closures.split(",") if c.strip()]:
+        if item == "smagorinsky":
+            procs[item] = Smagorinsky(lo)
+        elif item == "backscatter":
+            procs[item] = BackscatterBiharmonic(lo)
+        elif "=" in item:
+            name, path = item.split("=", 1)
+            procs[name] = ex.load_closure(path)[0]
+        else:
+            raise ConfigError(f"unknown closure {item!r}; use smagorinsky, backscatter or NAME=DIR")
+    m = ex.evaluate(data, procs, out, operator=operator, n_steps=steps, save_every=save_every,
+                    spinup_steps=spinup_steps)
+    for name, s in m["closures"].items():
+        typer.echo(f"{name:>14}: similarity mean {s['mean']:+.3f}  min {s['min']:+.3f}")
+    typer.echo(f"wrote {out}/metrics.json")

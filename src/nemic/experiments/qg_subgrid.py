@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,7 +40,7 @@ def steps_for(years: float, dt: float) -> int:
 
 def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx_lo: int = 64, dt: float = 3600.0,
              spinup_years: float | None = None, save_every: int = 1000, operators: Sequence[str] = OPERATORS,
-             seed: int = 0, progress: bool = False, write_hires: bool = True) -> dict:
+             seed: int = 0, progress: bool = False, write_hires: bool = True, q0=None) -> dict:
     """Run the high-resolution model and write coarse-grained datasets (see the module documentation).
 
     Args:
@@ -50,7 +51,8 @@ def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx
         dt: timestep, s (benchmark: 3600).
         save_every: steps between saved snapshots (benchmark: 1000).
         operators: subset of ("op1", "op2", "op3").
-        seed: ``jax.random`` seed of the initial condition.
+        seed: ``jax.random`` seed of the initial condition (pyqg's random PV).
+        q0: optional initial PV (2, nx_hi, nx_hi) instead of the random one.
     Returns:
         A summary dict (also written to ``generate.json``).
     """
@@ -67,7 +69,7 @@ def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx
         raise ConfigError(f"{years} years at dt={dt} s is fewer steps than save_every={save_every}")
     out = ensure_writable_dir(out)
     t0 = time.perf_counter()
-    state0 = hi.random_state(jax.random.key(seed))
+    state0 = hi.random_state(jax.random.key(seed)) if q0 is None else hi.initial_state(q0)
     traj = hi.run(state0, dt=dt, n_steps=n_total, save_every=save_every, progress=progress and "spin-up")
     wall = time.perf_counter() - t0
     keep = np.asarray(traj.t) >= spinup_years * SECONDS_PER_YEAR - 1e-6
@@ -86,3 +88,342 @@ def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx
                "files": files}
     write_json(summary, out / "generate.json")
     return summary
+
+
+# ====================================================================== data
+def load_dataset(data_dir: str | Path, operator: str = "op1"):
+    """Open ``DIR/<operator>.nc`` (checked for the required variables) and rebuild the low-resolution model.
+
+    Returns ``(ds, lo)``.
+    """
+    from nemic.data.coarsen import load_forcing_dataset
+    from nemic.models.qg import TwoLayerQG
+
+    if operator not in OPERATORS:
+        raise ConfigError(f"unknown coarse-graining operator {operator!r}; choose one of {list(OPERATORS)}")
+    ds = load_forcing_dataset(Path(data_dir) / f"{operator}.nc")
+    a = ds.attrs
+    try:
+        lo = TwoLayerQG(nx=int(a["lo_nx"]), ny=int(a["lo_ny"]), L=float(a["lo_L"]), W=float(a["lo_W"]),
+                        **{k: float(a[f"lo_{k}"]) for k in ("rek", "beta", "rd", "delta", "H1", "U1", "U2",
+                                                              "filterfac")})
+    except KeyError as e:
+        from nemic.core.errors import DataError
+
+        raise DataError(f"dataset '{data_dir}/{operator}.nc' lacks the model attribute {e.args[0]!r}") from None
+    return ds, lo
+
+
+def scales(ds) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer standard deviations (2,) of ``q`` and ``q_subgrid_forcing`` (normalisation of the CNN)."""
+    q = ds["q"].values
+    s = ds["q_subgrid_forcing"].values
+    return q.std(axis=(0, 2, 3)), s.std(axis=(0, 2, 3))
+
+
+# ====================================================================== closures on disk
+def make_cnn_closure(in_scale, out_scale, *, widths=(64, 64, 32, 32), kernel_sizes=None, key=None,
+                     zero_init_last: bool = False):
+    """A :class:`~nemic.processes.qg_closures.CNNClosure` around a zero-mean :class:`~nemic.nn.conv.CircularCNN`."""
+    from nemic.nn.conv import CircularCNN
+    from nemic.processes.qg_closures import CNNClosure
+
+    key = jax.random.key(0) if key is None else key
+    net = CircularCNN(2, 2, widths=tuple(widths), kernel_sizes=None if kernel_sizes is None else tuple(kernel_sizes),
+                      zero_mean=True, zero_init_last=zero_init_last, key=key)
+    return CNNClosure(net, in_scale, out_scale)
+
+
+def save_closure(closure, hyper: dict, out: str | Path) -> Path:
+    """Save a CNN closure: ``closure.eqx`` (``eqx.tree_serialise_leaves``) + ``closure.json`` (hyperparameters)."""
+    import equinox as eqx
+
+    from nemic.core.output import atomic_write
+
+    out = ensure_writable_dir(out)
+    leaves = [x for x in jax.tree_util.tree_leaves(closure) if eqx.is_inexact_array(x)]
+    hyper = {**hyper, "dtype": jnp.dtype(leaves[0].dtype).name}
+    atomic_write(out / "closure.eqx", lambda tmp: eqx.tree_serialise_leaves(tmp, closure))
+    write_json(hyper, out / "closure.json")
+    return out
+
+
+def load_closure(path: str | Path):
+    """Load a closure saved by :func:`save_closure` (directory holding closure.json and closure.eqx)."""
+    import equinox as eqx
+
+    from nemic.core.errors import DataError
+
+    path = Path(path)
+    if not (path / "closure.json").exists() or not (path / "closure.eqx").exists():
+        raise DataError(f"'{path}' is not a saved closure (expected closure.json and closure.eqx)")
+    hyper = json.loads((path / "closure.json").read_text())
+    skeleton = make_cnn_closure(hyper["in_scale"], hyper["out_scale"], widths=hyper["widths"],
+                                kernel_sizes=hyper.get("kernel_sizes"))
+    saved = jnp.dtype(hyper.get("dtype", "float32"))
+    here = jnp.result_type(float)
+
+    def cast(tree, dtype):
+        return jax.tree_util.tree_map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree)
+
+    closure = eqx.tree_deserialise_leaves(path / "closure.eqx", cast(skeleton, saved))
+    return cast(closure, here), hyper
+
+
+# ====================================================================== training
+def train_offline(closure, ds, *, steps: int = 1000, batch: int = 16, lr: float = 1e-3, key=None,
+                  target: str = "q_subgrid_forcing", log_every: int = 50):
+    """Fit the closure's network to the forcing targets (normalised MSE), Adam; returns ``(closure, losses)``.
+
+    Loss: ``mean(((net(q / s_q) - S / s_S))^2)`` with the closure's scales; the targets come from the dataset.
+    """
+    import equinox as eqx
+    import optax
+
+    from nemic.models.qg.model import QGState
+
+    key = jax.random.key(1) if key is None else key
+    q = jnp.asarray(ds["q"].values)
+    S = jnp.asarray(ds[target].values)
+    n = q.shape[0]
+    opt = optax.adam(lr)
+    params, static = eqx.partition(closure.net, eqx.is_inexact_array)  # only the network's weights are trained
+    state = opt.init(params)
+
+    def rebuild(p):
+        return eqx.tree_at(lambda c: c.net, closure, eqx.combine(p, static))
+
+    def loss_fn(p, qb, Sb):
+        c = rebuild(p)
+        pred = jax.vmap(lambda x: c.tendency(QGState(q=x), 0.0).q)(qb)
+        return jnp.mean(((pred - Sb) / c.out_scale[:, None, None]) ** 2)
+
+    @jax.jit
+    def step(p, s, qb, Sb):
+        loss, g = jax.value_and_grad(loss_fn)(p, qb, Sb)
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s, loss
+
+    losses = []
+    for i in range(steps):
+        key, k = jax.random.split(key)
+        idx = jax.random.choice(k, n, (min(batch, n),), replace=False)
+        params, state, loss = step(params, state, q[idx], S[idx])
+        if i % log_every == 0 or i == steps - 1:
+            losses.append((i, float(loss)))
+    return rebuild(params), losses
+
+
+def online_loss(closure, lo, q_ref, dt: float, save_every: int):
+    """Mean squared error, normalised per layer by the reference variance, of a rollout of ``lo + closure`` from
+    ``q_ref[0]`` against the reference states ``q_ref[1:]`` (spaced ``save_every`` steps), with checkpointing."""
+    from nemic.core.rollout import rollout
+    from nemic.models.qg.model import QGState
+
+    n = (q_ref.shape[0] - 1) * save_every
+    tr = rollout(lo + closure, lo.stepper(), QGState(q=q_ref[0]), dt=dt, n_steps=n, save_every=save_every,
+                 checkpoint=True, detect_blowup=False)
+    var = jnp.var(q_ref, axis=(0, 2, 3))[:, None, None]
+    return jnp.mean((tr.states.q[1:] - q_ref[1:]) ** 2 / var)
+
+
+def train_online(closure, lo, ds, *, steps: int = 200, horizon: int = 4, batch: int = 2, lr: float = 1e-4,
+                 key=None, log_every: int = 10):
+    """Train the closure through rollouts of the low-resolution model (Adam, gradient through the solver).
+
+    Each sample starts at a coarse-grained high-resolution snapshot ``q_bar(t_i)`` and is rolled out ``horizon``
+    snapshot intervals; the loss is :func:`online_loss` against ``q_bar(t_{i+1..i+horizon})``. The snapshot spacing
+    and timestep come from the dataset (``save_every`` steps of ``dt``). Returns ``(closure, losses)``.
+    """
+    import equinox as eqx
+    import optax
+
+    key = jax.random.key(2) if key is None else key
+    q = jnp.asarray(ds["q"].values)
+    t = np.asarray(ds["time"].values, dtype=float)
+    dt = float(ds.attrs["dt"])
+    save_every = int(round((t[1] - t[0]) / dt))
+    if q.shape[0] < horizon + 1:
+        raise ConfigError(f"online training needs at least horizon + 1 = {horizon + 1} snapshots, "
+                          f"the dataset has {q.shape[0]}")
+    starts = q.shape[0] - horizon
+    opt = optax.adam(lr)
+    params, static = eqx.partition(closure.net, eqx.is_inexact_array)  # only the network's weights are trained
+    state = opt.init(params)
+
+    def rebuild(p):
+        return eqx.tree_at(lambda c: c.net, closure, eqx.combine(p, static))
+
+    def loss_fn(p, idx):
+        c = rebuild(p)
+        segs = jax.vmap(lambda i: jax.lax.dynamic_slice_in_dim(q, i, horizon + 1))(idx)
+        return jnp.mean(jax.vmap(lambda s: online_loss(c, lo, s, dt, save_every))(segs))
+
+    @jax.jit
+    def step(p, s, idx):
+        loss, g = jax.value_and_grad(loss_fn)(p, idx)
+        upd, s = opt.update(g, s, p)
+        return optax.apply_updates(p, upd), s, loss
+
+    losses = []
+    for i in range(steps):
+        key, k = jax.random.split(key)
+        idx = jax.random.randint(k, (batch,), 0, starts)
+        params, state, loss = step(params, state, idx)
+        if i % log_every == 0 or i == steps - 1:
+            losses.append((i, float(loss)))
+    return rebuild(params), losses
+
+
+# ====================================================================== evaluation
+def wasserstein1(a, b, n_quantiles: int = 1000) -> float:
+    """First Wasserstein distance between the empirical distributions of samples ``a`` and ``b`` (1-D).
+
+    ``W1 = int_0^1 |F_a^-1(p) - F_b^-1(p)| dp`` evaluated with the exact empirical quantile functions on a merged
+    grid (Villani 2009, Optimal Transport, Remark 2.19); same units as the samples.
+    """
+    a, b = np.sort(np.ravel(a)), np.sort(np.ravel(b))
+    p = np.union1d(np.arange(1, a.size) / a.size, np.arange(1, b.size) / b.size)
+    p = np.concatenate([[0.0], p, [1.0]])
+    mid = (p[:-1] + p[1:]) / 2
+    qa = a[np.minimum((mid * a.size).astype(int), a.size - 1)]
+    qb = b[np.minimum((mid * b.size).astype(int), b.size - 1)]
+    return float(np.sum(np.abs(qa - qb) * np.diff(p)))
+
+
+def summarize(lo, q) -> dict:
+    """Time-mean spectra, budget terms and pooled samples of a low-resolution run ``q`` (n, 2, ny, nx)."""
+    return {k: np.asarray(v) for k, v in _summarize(lo, jnp.asarray(q)).items()}
+
+
+@eqx.filter_jit
+def _summarize(lo, q):
+    from nemic.models.qg import diagnostics as dg
+
+    ke = jax.vmap(lambda x: dg.ke_spectrum(lo, x)[1])(q).mean(0)
+    ens = jax.vmap(lambda x: dg.enstrophy_spectrum(lo, x)[1])(q).mean(0)
+    bud = jax.vmap(lambda x: {k: v for k, v in dg.energy_budget(lo, x).items() if k != "kr"})(q)
+    kr = jnp.asarray(dg.ke_spectrum(lo, q[0])[0])
+    u, v = jax.vmap(lambda x: lo.velocities(lo.invert(lo.fft(x))))(q)
+    out = {"kr": kr, "KEspec1": ke[0], "KEspec2": ke[1], "Ensspec1": ens[0], "Ensspec2": ens[1]}
+    out.update({k: bud[k].mean(0) for k in ("KEflux", "APEflux", "APEgenspec", "KEfrictionspec")})
+    for i in (0, 1):
+        out[f"q{i + 1}"] = q[:, i]
+        out[f"u{i + 1}"] = u[:, i]
+        out[f"v{i + 1}"] = v[:, i]
+        out[f"KE{i + 1}"] = (u[:, i] ** 2 + v[:, i] ** 2) / 2
+    return out
+
+
+SPECTRAL_METRICS = ("KEspec1", "KEspec2", "Ensspec1", "Ensspec2", "KEflux", "APEflux", "APEgenspec",
+                    "KEfrictionspec")
+DISTRIBUTION_METRICS = ("q1", "q2", "u1", "u2", "v1", "v2", "KE1", "KE2")
+
+
+def distances(a: dict, b: dict) -> dict:
+    """Distance per metric between two :func:`summarize` results: RMS difference of the curves over wavenumber
+    for spectra and budget terms, Wasserstein-1 for the marginal distributions."""
+    d = {k: float(np.sqrt(np.mean((a[k] - b[k]) ** 2))) for k in SPECTRAL_METRICS}
+    d.update({k: wasserstein1(a[k], b[k]) for k in DISTRIBUTION_METRICS})
+    return d
+
+
+def similarity(param: dict, low: dict, high: dict) -> dict:
+    """Similarity ``1 - D(param, HR) / D(LR, HR)`` per metric (Ross et al. 2023, eq. 9), with mean and minimum.
+
+    1 means the parameterized run matches the (coarse-grained) high-resolution run, 0 means no better than the
+    unparameterized low-resolution run, negative means worse.
+    """
+    dp, dl = distances(param, high), distances(low, high)
+    s = {k: 1.0 - dp[k] / dl[k] if dl[k] > 0 else float("nan") for k in dp}
+    vals = [v for v in s.values() if np.isfinite(v)]
+    return {"per_metric": s, "mean": float(np.mean(vals)), "min": float(np.min(vals))}
+
+
+def run_closure(lo, closure, q0, *, dt: float, n_steps: int, save_every: int, spinup_steps: int = 0):
+    """Free run of ``lo (+ closure)`` from ``q0``; returns saved PV (n, 2, ny, nx) after ``spinup_steps``."""
+    import warnings
+
+    from nemic.core.errors import BlowUpError
+    from nemic.models.qg.model import QGState
+
+    try:
+        tr = lo.run(QGState(q=jnp.asarray(q0)), dt=dt, n_steps=n_steps, save_every=save_every, extra=closure)
+    except BlowUpError as e:
+        warnings.warn(f"run blew up ({e}); scoring the part before the blow-up", RuntimeWarning, stacklevel=2)
+        tr = e.trajectory
+    keep = np.asarray(tr.t) >= spinup_steps * dt
+    return np.asarray(tr.states.q)[keep]
+
+
+def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator: str = "op1",
+             n_steps: int | None = None, save_every: int | None = None, spinup_steps: int = 0,
+             plots: bool = True) -> dict:
+    """Score closures against the coarse-grained high-resolution data with the benchmark's similarity metrics.
+
+    Args:
+        data_dir: directory written by :func:`generate`.
+        closures: ``{name: Process or None}`` (None: the unparameterized model, always added as "low_res").
+        out: output directory (``metrics.json``, ``spectra.png``, ``snapshots.png``).
+        n_steps, save_every: length and sampling of the free runs (default: the dataset's span and spacing).
+        spinup_steps: steps discarded at the start of the free runs.
+    """
+    ds, lo = load_dataset(data_dir, operator)
+    dt = float(ds.attrs["dt"])
+    t = np.asarray(ds["time"].values, dtype=float)
+    if save_every is None:
+        save_every = int(round((t[1] - t[0]) / dt)) if t.size > 1 else 1
+    if n_steps is None:
+        n_steps = int(round((t[-1] - t[0]) / dt)) or save_every
+    n_steps -= n_steps % save_every
+    out = ensure_writable_dir(out)
+    q_hr = ds["q"].values
+    high = summarize(lo, q_hr)
+    q0 = q_hr[0]
+    runs = {"low_res": run_closure(lo, None, q0, dt=dt, n_steps=n_steps, save_every=save_every,
+                                   spinup_steps=spinup_steps)}
+    for name, c in closures.items():
+        runs[name] = run_closure(lo, c, q0, dt=dt, n_steps=n_steps, save_every=save_every,
+                                 spinup_steps=spinup_steps)
+    summ = {k: summarize(lo, v) for k, v in runs.items()}
+    metrics = {"operator": operator, "config": ds.attrs.get("config"), "nx_lo": lo.nx, "n_steps": n_steps,
+               "dt": dt, "distances_low_res": distances(summ["low_res"], high), "closures": {}}
+    for name in closures:
+        metrics["closures"][name] = similarity(summ[name], summ["low_res"], high)
+    write_json(metrics, out / "metrics.json")
+    if plots:
+        _plots(out, high, summ, runs, q_hr)
+    return metrics
+
+
+def _plots(out: Path, high: dict, summ: dict, runs: dict, q_hr) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kr = high["kr"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, key, title in zip(axes, ("KEspec1", "KEspec2", "Ensspec1"),
+                              ("upper-layer KE spectrum", "lower-layer KE spectrum", "upper-layer enstrophy")):
+        ax.loglog(kr, np.abs(high[key]), "k", lw=2, label="high res (coarse-grained)")
+        for name, s in summ.items():
+            ax.loglog(kr, np.abs(s[key]), label=name)
+        ax.set_title(title)
+        ax.set_xlabel("isotropic wavenumber (rad/m)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "spectra.png", dpi=100)
+    plt.close(fig)
+    names = ["high_res"] + list(runs)
+    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3))
+    fields = [q_hr[-1, 0]] + [runs[n][-1, 0] for n in runs]
+    vmax = float(np.max(np.abs(fields[0])))
+    for ax, name, f in zip(np.atleast_1d(axes), names, fields):
+        ax.imshow(f, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        ax.set_title(f"{name}: q1 (last)", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(out / "snapshots.png", dpi=100)
+    plt.close(fig)

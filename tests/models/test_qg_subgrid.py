@@ -1,0 +1,114 @@
+"""The subgrid benchmark pipeline end to end at toy size: data, offline and online training, evaluation."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from nemic.core.errors import ConfigError, DataError
+from nemic.experiments import qg_subgrid as ex
+from nemic.models.qg import SECONDS_PER_YEAR, get_config
+from nemic.processes.qg_closures import BackscatterBiharmonic
+
+
+def test_wasserstein_matches_scipy():
+    rng = np.random.default_rng(0)
+    for na, nb in ((50, 50), (37, 101)):
+        a, b = rng.normal(size=na), rng.gamma(2.0, size=nb)
+        assert ex.wasserstein1(a, b) == pytest.approx(scipy.stats.wasserstein_distance(a, b), rel=1e-12)
+
+
+def test_similarity_is_one_for_a_perfect_closure_and_zero_for_none():
+    m = get_config("eddy", nx=16)
+    rng = np.random.default_rng(1)
+    hr = ex.summarize(m, 1e-6 * rng.normal(size=(3, 2, 16, 16)))
+    lr = ex.summarize(m, 2e-6 * rng.normal(size=(3, 2, 16, 16)))
+    assert ex.similarity(hr, lr, hr)["min"] == pytest.approx(1.0)
+    assert ex.similarity(lr, lr, hr)["mean"] == pytest.approx(0.0)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qgdata")
+    hi = get_config("eddy", nx=32)
+    q = jax.random.normal(jax.random.key(0), (2, 32, 32))
+    _, _, wv2 = hi.grid()
+    q = hi.ifft(hi.fft(q) * jnp.exp(-wv2 * (4e4) ** 2 / 2))
+    q0 = q / jnp.std(q) * jnp.asarray([6e-6, 1e-6])[:, None, None]
+    years = 96 * 3600.0 / SECONDS_PER_YEAR
+    ex.generate("eddy", years, out, nx_hi=32, nx_lo=16, spinup_years=0.0, save_every=4, q0=q0, operators=("op1",),
+                write_hires=False)
+    return out
+
+
+def test_offline_then_online_training_and_evaluation(data_dir, tmp_path):
+    ds, lo = ex.load_dataset(data_dir, "op1")
+    assert ds.sizes["time"] == 25 and lo.nx == 16
+    s_q, s_S = ex.scales(ds)
+    closure = ex.make_cnn_closure(s_q, s_S, widths=(8, 8), kernel_sizes=(3, 3, 3), key=jax.random.key(1))
+    closure, losses = ex.train_offline(closure, ds, steps=40, batch=8, lr=3e-3, log_every=39)
+    assert losses[-1][1] < 0.9 * losses[0][1]
+    # online: the loss on fixed rollouts decreases
+    q = jnp.asarray(ds["q"].values)
+    segs = jnp.stack([q[i:i + 3] for i in (0, 8, 16)])
+
+    @eqx.filter_jit
+    def fixed_loss(c):
+        return jnp.mean(jax.vmap(lambda s: ex.online_loss(c, lo, s, 3600.0, 4))(segs))
+
+    before = fixed_loss(closure)
+    trained, ol = ex.train_online(closure, lo, ds, steps=8, horizon=2, batch=2, lr=1e-3, log_every=7)
+    assert fixed_loss(trained) < before
+    # save, reload, evaluate with the classical closures
+    ex.save_closure(trained, {"widths": [8, 8], "kernel_sizes": [3, 3, 3], "in_scale": s_q.tolist(),
+                              "out_scale": s_S.tolist()}, tmp_path / "cnn")
+    back, _ = ex.load_closure(tmp_path / "cnn")
+    np.testing.assert_array_equal(back.net.layers[0].conv.weight, trained.net.layers[0].conv.weight)
+    m = ex.evaluate(data_dir, {"backscatter": BackscatterBiharmonic(lo), "cnn_online": back}, tmp_path / "eval",
+                    n_steps=48, save_every=4)
+    for name in ("backscatter", "cnn_online"):
+        assert np.isfinite(m["closures"][name]["mean"])
+        assert m["closures"][name]["min"] <= m["closures"][name]["mean"] <= 1.0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["nx_lo"] == 16
+    assert (tmp_path / "eval" / "spectra.png").stat().st_size > 1000
+    assert (tmp_path / "eval" / "snapshots.png").exists()
+
+
+def test_bad_datasets_and_options(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown coarse-graining operator"):
+        ex.load_dataset(data_dir, "op7")
+    with pytest.raises(DataError, match="does not exist"):
+        ex.load_dataset(tmp_path, "op1")
+    with pytest.raises(DataError, match="not a saved closure"):
+        ex.load_closure(tmp_path)
+    ds, lo = ex.load_dataset(data_dir, "op1")
+    ds.drop_vars("q_subgrid_forcing").to_netcdf(tmp_path / "op1.nc", engine="h5netcdf")
+    with pytest.raises(DataError, match="lacks variable"):
+        ex.load_dataset(tmp_path, "op1")
+    with pytest.raises(ConfigError, match="unknown QG configuration"):
+        ex.generate("storm", 0.01, tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_cli_train_and_evaluate(data_dir, tmp_path):
+    nemic = str(Path(sys.executable).parent / "nemic")
+    r = subprocess.run([nemic, "qg", "train", "--data", str(data_dir), "--out", str(tmp_path / "cnn"),
+                        "--steps", "5", "--batch", "4", "--widths", "4"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([nemic, "qg", "evaluate", "--data", str(data_dir), "--out", str(tmp_path / "ev"),
+                        "--closures", f"smagorinsky,cnn={tmp_path / 'cnn'}", "--steps", "16", "--save-every", "4"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "smagorinsky: similarity mean" in r.stdout
+    assert set(json.loads((tmp_path / "ev" / "metrics.json").read_text())["closures"]) == {"smagorinsky", "cnn"}
+    r = subprocess.run([nemic, "qg", "evaluate", "--data", str(tmp_path), "--out", str(tmp_path / "e2")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
