@@ -75,9 +75,9 @@ def test_check_grads_moderate_temperature(connectivity):
             r = relaxed_minkowski_functionals(x, u, 0.3, connectivity=connectivity, tnorm=tnorm)
             return jnp.sum(w[0] * r.area + w[1] * r.perimeter + w[2] * r.euler)
 
-        return fn
+        return jax.jit(fn)
 
-    check_grads(scalar("product"), (f, thr), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+    check_grads(scalar("product"), (f, thr), order=2, modes=("rev",), atol=1e-5, rtol=1e-5)
     # the min t-norm is piecewise smooth: first order away from ties
     check_grads(scalar("min"), (f, thr), order=1, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
     g = jax.grad(scalar("product"))(f, thr)

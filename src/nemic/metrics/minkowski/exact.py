@@ -42,6 +42,7 @@ than scikit-image's sequential ``label`` on one CPU core (see ``docs/minkowski.m
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -180,9 +181,9 @@ def minkowski_functionals(
     ps = check_pixel_size(pixel_size)
     field = check_field(field, nan_policy)
     thr = check_thresholds(thresholds).astype(field.dtype)
-    out = _measures_from_levels(threshold_levels(field, thr), thr.shape[0], connectivity, ps)
+    out = _exact_core(field, thr, connectivity, ps)
     if components:
-        out = out._replace(components=_count_components(excursion_masks(field, thr), connectivity))
+        out = out._replace(components=_components_core(field, thr, connectivity))
     return out
 
 
@@ -204,6 +205,16 @@ def connected_components(
     connectivity = check_connectivity(connectivity)
     field = check_field(field, nan_policy)
     thr = check_thresholds(thresholds).astype(field.dtype)
+    return _components_core(field, thr, connectivity)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _exact_core(field, thr, connectivity, ps):
+    return _measures_from_levels(threshold_levels(field, thr), thr.shape[0], connectivity, ps)
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _components_core(field, thr, connectivity):
     return _count_components(excursion_masks(field, thr), connectivity)
 
 

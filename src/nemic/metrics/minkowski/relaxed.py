@@ -33,6 +33,7 @@ doi:10.1109/CVPR46437.2021.01629).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -170,9 +171,19 @@ def relaxed_minkowski_functionals(
     The formulas are in the module docstring; they reduce to the exact counting formulas of Gray (1971,
     doi:10.1109/T-C.1971.223289) when the masks are 0/1.
     """
-    s, c = _prepare(field, thresholds, temperature, connectivity, tnorm, nan_policy)
+    connectivity = check_connectivity(connectivity)
+    _check_tnorm(tnorm)
+    _check_temperature(temperature)
     ps = check_pixel_size(pixel_size)
-    return MinkowskiMeasures(_area(s, ps), _perimeter(s, tnorm, ps), _euler(s, tnorm, c))
+    field = check_field(field, nan_policy)
+    thr = check_thresholds(thresholds).astype(field.dtype)
+    return _relaxed_core(field, thr, temperature, connectivity, tnorm, ps)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _relaxed_core(field, thr, temperature, connectivity, tnorm, ps):
+    s = soft_masks(field, thr, temperature)
+    return MinkowskiMeasures(_area(s, ps), _perimeter(s, tnorm, ps), _euler(s, tnorm, connectivity))
 
 
 def relaxed_area(field: Any, thresholds: Any, temperature: Any, nan_policy: str = "raise") -> jax.Array:
