@@ -29,6 +29,7 @@ def _root() -> None:
 SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("qg", "qg", "Two-layer QG model and the ocean subgrid benchmark"),
     ("ebm", "ebm", "Energy balance model: equilibrium, CO2, hysteresis, calibration"),
+    ("nudging", "nudging", "Nudged runs and corrections learned from nudging tendencies"),
 ]
 
 
