@@ -206,3 +206,39 @@ def test_bad_input(reference):
         Nudging(reference, 1.0, spectral_cutoff=-1)
     with pytest.raises(DataError, match="NaN"):
         Nudging(Lorenz96State(x=jnp.full((2, 8), jnp.nan)), 1.0, times=[0.0, 1.0])
+
+
+@pytest.mark.slow  # compile-bound: about 25-50 s on 2 shared cores
+def test_lorenz96_recipe_end_to_end_tiny(tmp_path):
+    """The nudging recipe runs on a tiny configuration and writes its files; the nudging tendency estimates U."""
+    import dataclasses
+    import json
+
+    import xarray as xr
+
+    from nemic.experiments.nudging_l96 import NudgingL96Config, run
+
+    base = NudgingL96Config.tiny()
+    c = dataclasses.replace(base.closure, train_time=4.0, test_time=3.0, climate_time=3.0, n_forecasts=2,
+                            max_lead=0.5, offline_iters=50)
+    metrics = run(NudgingL96Config(closure=c, tau=0.05, online=False), tmp_path, progress=False, log=lambda m: None)
+    for f in ("metrics.json", "nudged_run.nc", "guard.nc", "pdf_x.png", "free_run_nudging_correction.nc"):
+        assert (tmp_path / f).exists(), f
+    ds = xr.open_dataset(tmp_path / "nudged_run.nc", engine="h5netcdf")
+    assert ds["x_nudging_tendency"].dims == ("time", "k")
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(on_disk["models"]) == {"none", "nudging_correction", "nn_offline"}
+    # with tau = 0.05 the nudging tendency is strongly correlated with the truth's subgrid tendency
+    assert metrics["nudging"]["corr_nudging_tendency_vs_subgrid_u"] > 0.8
+
+
+def test_cli_rejects_bad_tau(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "nemic"
+    r = subprocess.run([str(exe), "nudging", "l96", "--out", str(tmp_path), "--tau", "0", "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "tau" in r.stderr and "Traceback" not in r.stderr
