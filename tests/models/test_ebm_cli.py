@@ -37,3 +37,14 @@ def test_bad_cli_input_raises_config_errors(tmp_path):
     assert isinstance(r.exception, ConfigError)
     r = CliRunner().invoke(app, ["run", "--out", str(tmp_path), "--num-lat", "1"])
     assert isinstance(r.exception, ConfigError) and "num_lat" in str(r.exception)
+
+
+def test_calibrate_command(tmp_path):
+    r = CliRunner().invoke(app, ["calibrate", "--out", str(tmp_path), "--params", "A,D", "--methods", "eki",
+                                 "--num-lat", "16", "--years", "4", "--albedo-width", "4"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "calibration.json").read_text())
+    assert s["methods"]["eki"]["max_abs_relative_error"] < 0.05 and s["methods"]["eki"]["n_forward"] == 320
+    assert (tmp_path / "calibration.png").exists()
+    r = CliRunner().invoke(app, ["calibrate", "--out", str(tmp_path), "--params", "A,K"])
+    assert isinstance(r.exception, ConfigError)

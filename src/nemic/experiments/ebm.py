@@ -293,7 +293,7 @@ def ebm_forward(model: DiffusiveEBM, names, *, targets=("Ts", "OLR"), years: flo
 def calibrate_ebm(truth: DiffusiveEBM, names, *, first_guess: dict[str, float] | None = None,
                   targets=("Ts", "OLR"), noise: dict[str, float] | None = None, key=None, years: float = 20.0,
                   methods=("adam", "lbfgs", "eki"), adam_steps: int = 1000, lbfgs_steps: int = 50,
-                  eki_members: int = 20, eki_iter: int = 10, prior_spread: float = 0.2) -> dict[str, Any]:
+                  eki_members: int = 32, eki_iter: int = 10, prior_spread: float = 0.2) -> dict[str, Any]:
     """Recover known parameters from synthetic noisy targets with Adam, L-BFGS and ensemble Kalman inversion.
 
     Targets are produced by ``truth`` plus Gaussian noise of std ``noise[target]`` (default 0.3 K for Ts, 1 W m-2
@@ -369,3 +369,24 @@ def _ident_json(ident: dict[str, Any], scales: np.ndarray) -> dict[str, Any]:
             "poorly_identified": ident["poorly_identified"],
             "inseparable_pairs": [list(p) for p in ident["inseparable_pairs"]],
             "correlation": np.asarray(ident["correlation"]).tolist()}
+
+
+def plot_calibration(report: dict[str, Any], path) -> Path:
+    """Plot the misfit history of each calibration method against forward runs to a PNG file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in report["methods"].items():
+        h = np.asarray(r["history"])
+        runs = np.linspace(r["n_forward"] / len(h), r["n_forward"], len(h))
+        ax.loglog(runs, h, label=f"{name} ({r['max_abs_relative_error']:.1%} max error)")
+    ax.axhline(report["loss_at_truth"], color="k", ls="--", lw=0.8, label="misfit of the truth")
+    ax.set(xlabel="forward model runs", ylabel="misfit 0.5 mean(r^2)", title="EBM calibration")
+    ax.legend()
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return out
