@@ -65,10 +65,15 @@ def test_guarded_tendency_switches_off_tapers_clips_and_transforms(detector_and_
     # taper: weight linear in the distance between threshold and taper * threshold
     tap = GuardedTendency(learned, det, moment_features, "x", taper=2.0)
     thr = float(det.threshold)
-    mid = Lorenz96State(x=train[100] * 1.0)
-    d = float(tap.distance(mid))
-    expect = np.clip((2 * thr - d) / thr, 0, 1)
-    assert float(tap.weight(mid)) == pytest.approx(expect)
+    weights = []
+    for scale in np.linspace(1.0, 3.0, 41):
+        s = Lorenz96State(x=train[100] * scale)
+        d = float(tap.distance(s))
+        expect = np.clip((2 * thr - d) / thr, 0, 1)
+        assert float(tap.weight(s)) == pytest.approx(expect)
+        weights.append(float(tap.weight(s)))
+        np.testing.assert_allclose(tap.tendency(s, 0.0).x, expect * 0.5 * s.x, atol=1e-12)
+    assert any(0.05 < w < 0.95 for w in weights) and weights[0] == 1.0 and weights[-1] == 0.0
     # clipping bounds the learned output smoothly
     clipped = GuardedTendency(learned, det, moment_features, "x", clip=1.0)
     out = clipped.tendency(inside, 0.0).x
