@@ -1,0 +1,140 @@
+"""Lipschitz layers, the geometric constraints of the learned surrogate, a few training steps, checkpoints."""
+
+from itertools import combinations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nemic.core.errors import DataError
+from nemic.metrics.minkowski import MinkowskiLoss, minkowski_functionals
+from nemic.metrics.minkowski.surrogate import (
+    MinkowskiSurrogate,
+    constraint_violations,
+    load_surrogate,
+    polyomino_min_perimeter,
+    r2_scores,
+    save_surrogate,
+    stack_measures,
+    train_surrogate,
+)
+from nemic.nn.lipschitz import LipschitzResidualBlock, SpectralConv2d, SpectralLinear, pixel_unshuffle
+
+THR = np.array([0.1, 1.0, 4.0])
+
+
+def operator_norm(f, shape, key, iters=60):
+    """Largest singular value of a linear map by power iteration on f^T f (an independent estimate)."""
+    v = jax.random.normal(key, shape)
+
+    @jax.jit
+    def power(v):
+        def body(_, v):
+            w = jax.vjp(f, v)[1](f(v))[0]
+            return w / jnp.linalg.norm(w)
+
+        v = jax.lax.fori_loop(0, iters, body, v)
+        return jnp.linalg.norm(f(v))
+
+    return float(power(v))
+
+
+def test_spectral_layers_are_1_lipschitz():
+    key = jax.random.PRNGKey(0)
+    for k, (cin, cout) in zip((3, 1, 5), ((2, 4), (6, 3), (3, 3))):
+        conv = SpectralConv2d(cin, cout, k, key=jax.random.fold_in(key, k))
+        conv = eqx.tree_at(lambda c: c.weight, conv, conv.weight * 7.3)  # any scale of the raw weights
+        lin = lambda x: conv(x) - conv.bias[:, None, None]  # noqa: E731  (the linear part)
+        s = operator_norm(lin, (cin, 12, 12), jax.random.fold_in(key, 100 + k))
+        assert 0.1 < s <= 1.0 + 1e-9
+    lin = SpectralLinear(5, 3, key=key)
+    w = jax.vmap(lin)(jnp.eye(5)).T - lin.bias[:, None]
+    np.testing.assert_allclose(np.linalg.svd(np.asarray(w), compute_uv=False)[0], 1.0, rtol=1e-9)
+    blk = LipschitzResidualBlock(4, key=key)
+    xs = jax.random.normal(jax.random.PRNGKey(1), (20, 2, 4, 10, 10))
+    ratios = [float(jnp.linalg.norm(blk(a) - blk(b)) / jnp.linalg.norm(a - b)) for a, b in xs]
+    assert max(ratios) <= blk.lipschitz_bound() + 1e-9
+    x = jnp.arange(2 * 4 * 6.0).reshape(2, 4, 6)
+    y = pixel_unshuffle(x, 2)
+    assert y.shape == (8, 2, 3) and float(jnp.linalg.norm(y)) == pytest.approx(float(jnp.linalg.norm(x)))
+
+
+def test_polyomino_bound_is_the_least_perimeter():
+    # exhaustive search over all sets of n cells in a 4 x 4 grid (numpy edge counts)
+    cells = np.arange(16)
+    for n in range(1, 9):
+        best = np.inf
+        for comb in combinations(cells, n):
+            m = np.zeros(16, bool)
+            m[list(comb)] = True
+            p = np.pad(m.reshape(4, 4), 1)
+            best = min(best, np.count_nonzero(p[:, 1:] != p[:, :-1]) + np.count_nonzero(p[1:] != p[:-1]))
+        assert float(polyomino_min_perimeter(n)) == best, n
+    assert float(polyomino_min_perimeter(0.0)) == 0.0 and float(polyomino_min_perimeter(-2.0)) == 0.0
+
+
+def test_exact_measures_satisfy_the_constraints(opera_sample):
+    x = opera_sample.rain_rate.values[:, :128, :128]
+    ex = minkowski_functionals(x, THR, components=True)
+    v = constraint_violations(stack_measures(ex), 128 * 128)
+    assert not v["any"].any()
+    # and the checker sees violations where there are some
+    bad = np.asarray(stack_measures(ex)).copy()
+    bad[0, 0, 1] = bad[0, 0, 0] + 5  # area grows with the threshold
+    bad[1, 1, 0] = 1.0  # perimeter below the bound
+    bad[2, 2, 2] = bad[2, 3, 2] + 1  # more Euler than components: negative holes
+    v = constraint_violations(bad, 128 * 128)
+    assert v["area_monotone"][0, 1] and v["perimeter_bound"][1, 0] and v["holes_nonnegative"][2, 2]
+    assert v["any"].sum() == 3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_constraints_hold_for_random_weights(seed, opera_sample):
+    key = jax.random.PRNGKey(seed)
+    rng = np.random.default_rng(seed)
+    model = MinkowskiSurrogate(THR, channels=4, blocks=1, key=key,
+                               scales=rng.uniform(0.1, 50, (4, 3)))
+    # random weights of any size: the constraint layer must still hold
+    model = jax.tree_util.tree_map(
+        lambda a: a * rng.uniform(0.5, 20) if eqx.is_inexact_array(a) and a.ndim == 4 else a, model)
+    x = np.concatenate([opera_sample.rain_rate.values[:2, :32, :32],
+                        rng.exponential(3.0, (2, 32, 32)), np.zeros((1, 32, 32))])
+    m = model(x)
+    assert m.area.shape == (5, 3)
+    v = constraint_violations(stack_measures(m), 32 * 32)
+    assert not v["any"].any()
+    baseline = MinkowskiSurrogate(THR, channels=4, blocks=1, constrained=False, key=key,
+                                  offsets=rng.normal(0, 100, (4, 3)), scales=np.full((4, 3), 100.0))
+    vb = constraint_violations(stack_measures(baseline(x)), 32 * 32)
+    assert vb["any"].any()  # nothing protects the baseline
+
+
+def test_training_checkpoint_loss_and_transforms(tmp_path, opera_sample):
+    x = opera_sample.rain_rate.values[:, :64, :64].reshape(6, 64, 64)
+    x = np.concatenate([x[:, :32, :32], x[:, 32:, 32:]])  # 12 patches of 32 x 32
+    y = stack_measures(minkowski_functionals(x, THR, components=True))
+    model = MinkowskiSurrogate(THR, channels=4, blocks=1, key=jax.random.PRNGKey(0))
+    trained, hist = train_surrogate(model, x, y, steps=12, batch_size=6, learning_rate=1e-2,
+                                    key=jax.random.PRNGKey(1))
+    assert len(hist) == 12 and np.all(np.isfinite(hist))
+    assert np.mean(hist[-3:]) < np.mean(hist[:3])
+    r2 = r2_scores(stack_measures(trained(x)), y)
+    assert r2.shape == (4, 3)
+    # checkpoint round trip: weights as eqx leaves + JSON hyperparameters
+    save_surrogate(trained, tmp_path / "sur", extra={"recipe": "test"})
+    back = load_surrogate(tmp_path / "sur.json")
+    for a, b in zip(trained(x), back(x)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(DataError, match="needs both"):
+        load_surrogate(tmp_path / "missing")
+    # jit / vmap / grad through the surrogate and the surrogate loss
+    np.testing.assert_allclose(eqx.filter_jit(lambda m, a: m(a).area)(trained, x), trained(x).area, rtol=1e-12)
+    np.testing.assert_allclose(jax.vmap(lambda a: trained(a).perimeter)(x), trained(x).perimeter, rtol=1e-12)
+    loss = MinkowskiLoss(THR, method="surrogate", surrogate=trained,
+                         weights={"area": 1.0, "perimeter": 1.0, "euler": 1.0, "components": 1.0})
+    g = jax.grad(lambda a: loss(a, jnp.asarray(x[::-1])))(jnp.asarray(x))
+    assert g.shape == x.shape and np.all(np.isfinite(g)) and np.abs(g).max() > 0
+    with pytest.raises(DataError, match="multiple"):
+        trained(np.zeros((5, 33, 32)))
