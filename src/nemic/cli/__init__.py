@@ -28,6 +28,7 @@ def _root() -> None:
 # (module, command name, help) for each group of subcommands
 SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("qg", "qg", "Two-layer QG model and the ocean subgrid benchmark"),
+    ("minkowski", "minkowski", "Minkowski measures of precipitation fields"),
     ("ebm", "ebm", "Energy balance model: equilibrium, CO2, hysteresis, calibration"),
     ("nudging", "nudging", "Nudged runs and corrections learned from nudging tendencies"),
 ]
