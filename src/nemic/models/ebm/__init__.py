@@ -12,6 +12,12 @@ from nemic.models.ebm.insolation import (
     p2_insolation,
     solar_longitude,
 )
+from nemic.models.ebm.moist import (
+    MoistDiffusion,
+    moist_ebm_process,
+    moist_static_energy_temperature,
+    saturation_specific_humidity,
+)
 from nemic.models.ebm.model import (
     SECONDS_PER_YEAR,
     DiffusiveEBM,
@@ -28,5 +34,6 @@ from nemic.models.ebm.model import (
 __all__ = [
     "PRESENT_ORBIT", "SECONDS_PER_YEAR", "DiffusiveEBM", "EBMRadiation", "EBMState", "MeridionalDiffusion",
     "annual_mean_insolation", "daily_insolation", "global_mean", "heat_transport", "ice_albedo",
-    "ice_edge_latitude", "latitude_grid", "legendre_p2", "p2_insolation", "solar_longitude",
+    "ice_edge_latitude", "latitude_grid", "legendre_p2", "p2_insolation", "solar_longitude", "MoistDiffusion",
+    "moist_ebm_process", "moist_static_energy_temperature", "saturation_specific_humidity",
 ]
