@@ -118,6 +118,7 @@ def test_jit_vmap_grad_through_coarsening(pair):
     assert g.shape == q[0].shape and float(jnp.max(jnp.abs(g))) > 0
 
 
+@pytest.mark.slow
 def test_generate_cli_writes_cf_datasets(tmp_path):
     out = tmp_path / "run"
     cmd = [str(Path(sys.executable).parent / "nemic"), "qg", "generate", "--config", "jet", "--years", "0.004",

@@ -72,7 +72,7 @@ def test_offline_then_online_training_and_evaluation(data_dir, tmp_path):
     back, _ = ex.load_closure(tmp_path / "cnn")
     np.testing.assert_array_equal(back.net.layers[0].conv.weight, trained.net.layers[0].conv.weight)
     m = ex.evaluate(data_dir, {"backscatter": BackscatterBiharmonic(lo), "cnn_online": back}, tmp_path / "eval",
-                    n_steps=48, save_every=4)
+                    n_steps=24, save_every=4)
     for name in ("backscatter", "cnn_online"):
         assert np.isfinite(m["closures"][name]["mean"])
         assert m["closures"][name]["min"] <= m["closures"][name]["mean"] <= 1.0

@@ -27,6 +27,7 @@ def generate(
     save_every: int = typer.Option(1000, help="steps between snapshots"),
     operators: str = typer.Option("op1,op2,op3", help="comma-separated coarse-graining operators"),
     seed: int = typer.Option(0, help="random seed of the initial condition"),
+    restart: Path = typer.Option(None, help="start from the last snapshot of this hires.nc instead"),
     float64: bool = typer.Option(True, help="compute in float64"),
 ) -> None:
     """Spin up the high-resolution model and write coarse-grained PV and subgrid forcing (CF netCDF)."""
@@ -38,8 +39,13 @@ def generate(
 
     if config not in CONFIGS:
         raise ConfigError(f"unknown QG configuration {config!r}; choose one of {sorted(CONFIGS)}")
+    q0 = None
+    if restart is not None:
+        from nemic.experiments.qg_subgrid import last_snapshot
+
+        q0 = last_snapshot(restart)
     s = run(config, years, out, nx_hi=nx_hi, nx_lo=nx_lo, dt=dt, spinup_years=spinup_years, save_every=save_every,
-            operators=[o.strip() for o in operators.split(",") if o.strip()], seed=seed, progress=True)
+            operators=[o.strip() for o in operators.split(",") if o.strip()], seed=seed, progress=True, q0=q0)
     typer.echo(f"{s['steps']} steps at nx={nx_hi} in {s['wall_s']:.1f} s ({s['ms_per_step']:.2f} ms/step); "
                f"{s['snapshots']} snapshots written to {out}")
 

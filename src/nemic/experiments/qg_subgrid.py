@@ -91,6 +91,21 @@ def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx
 
 
 # ====================================================================== data
+def last_snapshot(path: str | Path) -> np.ndarray:
+    """The last PV snapshot (2, ny, nx) of a ``hires.nc`` written by :func:`generate` (to restart a run)."""
+    import xarray as xr
+
+    from nemic.core.errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"restart file '{path}' does not exist")
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        if "q" not in ds or ds["q"].ndim != 4:
+            raise DataError(f"restart file '{path}' has no variable q (time, lev, y, x)")
+        return np.asarray(ds["q"].isel(time=-1).values)
+
+
 def load_dataset(data_dir: str | Path, operator: str = "op1"):
     """Open ``DIR/<operator>.nc`` (checked for the required variables) and rebuild the low-resolution model.
 
