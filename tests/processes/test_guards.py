@@ -65,14 +65,14 @@ def test_guarded_tendency_switches_off_tapers_clips_and_transforms(detector_and_
     # taper: weight linear in the distance between threshold and taper * threshold
     tap = GuardedTendency(learned, det, moment_features, "x", taper=2.0)
     thr = float(det.threshold)
-    weights = []
-    for scale in np.linspace(1.0, 3.0, 41):
-        s = Lorenz96State(x=train[100] * scale)
-        d = float(tap.distance(s))
-        expect = np.clip((2 * thr - d) / thr, 0, 1)
-        assert float(tap.weight(s)) == pytest.approx(expect)
-        weights.append(float(tap.weight(s)))
-        np.testing.assert_allclose(tap.tendency(s, 0.0).x, expect * 0.5 * s.x, atol=1e-12)
+    scales = jnp.linspace(1.0, 3.0, 41)
+    states = Lorenz96State(x=train[100][None, :] * scales[:, None])
+    d = np.asarray(jax.vmap(tap.distance)(states))
+    weights = np.asarray(jax.vmap(tap.weight)(states))
+    expect = np.clip((2 * thr - d) / thr, 0, 1)
+    np.testing.assert_allclose(weights, expect, rtol=1e-12)
+    tend = jax.vmap(lambda s: tap.tendency(s, 0.0))(states).x
+    np.testing.assert_allclose(tend, expect[:, None] * 0.5 * states.x, atol=1e-12)
     assert any(0.05 < w < 0.95 for w in weights) and weights[0] == 1.0 and weights[-1] == 0.0
     # clipping bounds the learned output smoothly
     clipped = GuardedTendency(learned, det, moment_features, "x", clip=1.0)
