@@ -264,3 +264,16 @@ def test_nudging_built_inside_a_traced_training_window():
     free, _ = f(10.0, 1e12)
     assert float(nudged) < 0.5 * float(free)
     assert np.isfinite(float(g)) and float(g) > 0
+
+
+@pytest.mark.slow  # about 20 s on 2 shared cores
+def test_ebm_flux_correction_from_nudging_reduces_bias(tmp_path):
+    """Dry EBM nudged toward the moist EBM: the mean nudging tendency as a flux correction reduces the bias."""
+    from nemic.experiments.nudging_ebm import NudgingEBMConfig, run
+
+    m = run(NudgingEBMConfig(num_lat=18, tau_days=5.0, years=8.0, free_years=12.0), tmp_path, log=lambda s: None)
+    unc, cor = m["models"]["uncorrected"], m["models"]["flux_corrected"]
+    assert cor["rmse_Ts"] < 0.3 * unc["rmse_Ts"], (cor, unc)
+    assert (tmp_path / "nudged_run.nc").exists() and (tmp_path / "ebm_flux_correction.png").exists()
+    with pytest.raises(ConfigError, match="tau_days"):
+        NudgingEBMConfig(tau_days=0.5)

@@ -62,3 +62,28 @@ def l96(
     console.print(f"guard: {g['n_flagged']} of {g['n_states']} states of the corrected free run flagged as novel "
                   f"(false-alarm rate on the truth's test period {metrics['guard']['false_alarm_rate_truth_test']:.4f})")
     console.print(f"wall time: {time.perf_counter() - t0:.1f} s; results in [bold]{Path(out).resolve()}[/bold]")
+
+
+@app.command()
+def ebm(
+    out: Path = typer.Option(Path("runs/nudging_ebm"), "--out", help="Directory for results (created if needed)."),
+    tau_days: float = typer.Option(5.0, "--tau-days", help="Nudging time scale in days (> 0)."),
+    num_lat: int = typer.Option(90, "--num-lat", help="Number of latitude cells."),
+    years: float = typer.Option(20.0, "--years", help="Length of the nudged run in years."),
+    free_years: float = typer.Option(30.0, "--free-years", help="Length of the free runs in years."),
+) -> None:
+    """EBM: nudge the dry EBM toward the moist EBM, take the mean nudging tendency as a flux correction and compare
+    the equilibria (metrics.json, nudged_run.nc, equilibria.nc, ebm_flux_correction.png)."""
+    import jax
+    from rich.console import Console
+
+    jax.config.update("jax_enable_x64", True)
+    from nemic.experiments.nudging_ebm import NudgingEBMConfig, run
+
+    console = Console()
+    cfg = NudgingEBMConfig(num_lat=num_lat, tau_days=tau_days, years=years, free_years=free_years)
+    m = run(cfg, out, log=lambda s: console.print(f"[bold cyan]{s}"))
+    for name, v in m["models"].items():
+        console.print(f"{name:>15}: Ts RMSE {v['rmse_Ts']:.3f} K, global-mean bias {v['global_mean_bias']:+.3f} K, "
+                      f"ice edge {v['ice_edge']:.1f} deg (truth {m['truth']['ice_edge']:.1f})")
+    console.print(f"results in [bold]{Path(out).resolve()}[/bold]")
