@@ -1,6 +1,7 @@
 """EBM calibration recovers known parameters from noisy synthetic targets and names what Ts alone cannot separate."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -9,6 +10,7 @@ from nemic.experiments import ebm as X
 from nemic.models.ebm import DiffusiveEBM
 
 
+@pytest.mark.slow
 def test_lbfgs_and_eki_recover_A_B_D_a0_within_cramer_rao_bounds():
     # a coarse grid needs a wide albedo transition: with 20 cells and a 2 K width the misfit is rugged (each cell's
     # albedo switches separately) and L-BFGS can stall in a local dip
@@ -31,6 +33,26 @@ def test_lbfgs_and_eki_recover_A_B_D_a0_within_cramer_rao_bounds():
     assert {"A", "B", "D"} <= set(ts_only["poorly_identified"])
     assert any({p[0], p[1]} == {"A", "D"} for p in ts_only["inseparable_pairs"])
     assert ts_only["condition_number"] > 10 * r["identifiability"]["condition_number"]
+
+
+def test_ts_alone_cannot_separate_A_B_D_but_ts_and_olr_can():
+    """Fast check of the identifiability analysis on a small grid (the full recovery test is marked slow)."""
+    from nemic.train.calibration import identifiability
+
+    m = DiffusiveEBM(12, albedo_width=4.0)
+    names = ["A", "B", "D", "a0"]
+    f_both, sc = X.ebm_forward(m, names, targets=("Ts", "OLR"), years=6)
+    f_ts, _ = X.ebm_forward(m, names, targets=("Ts",), years=6)
+    sigma = np.r_[np.full(12, 0.3), np.full(12, 1.0)]
+    both = identifiability(f_both, np.ones(4), sigma, names)
+    ts = identifiability(f_ts, np.ones(4), 0.3, names)
+    assert both["poorly_identified"] == [] and {"A", "B", "D"} <= set(ts["poorly_identified"])
+    assert ts["condition_number"] > 10 * both["condition_number"]
+    # the Jacobian is the derivative of the forward map: compare one column with central differences
+    e = np.zeros(4)
+    e[2] = 1e-5
+    fd = (np.asarray(f_ts(jnp.ones(4) + e)) - np.asarray(f_ts(jnp.ones(4) - e))) / 2e-5
+    assert np.allclose(np.asarray(jax.jacfwd(f_ts)(jnp.ones(4)))[:, 2], fd, rtol=1e-5, atol=1e-7)
 
 
 def test_bad_calibration_setups():

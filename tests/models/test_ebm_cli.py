@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
@@ -39,6 +40,7 @@ def test_bad_cli_input_raises_config_errors(tmp_path):
     assert isinstance(r.exception, ConfigError) and "num_lat" in str(r.exception)
 
 
+@pytest.mark.slow
 def test_calibrate_command(tmp_path):
     r = CliRunner().invoke(app, ["calibrate", "--out", str(tmp_path), "--params", "A,D", "--methods", "eki",
                                  "--num-lat", "16", "--years", "4", "--albedo-width", "4"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from nemic.experiments import ebm as X
+from nemic.experiments import ebm_hybrid as X
 from nemic.models.ebm import (
     DiffusiveEBM,
     EBMState,
@@ -68,13 +68,13 @@ def test_check_grads_through_neural_transport_rollout():
         n = eqx.tree_at(lambda n: n.mlp.layers[0].weight, net, w)
         return X._run(X.hybrid_process(m, n), m.initial_state(), 10, m.default_timestep).final.Ts
 
-    check_grads(f, (w0,), order=1, modes=["rev"], atol=1e-5, rtol=1e-5)
+    check_grads(jax.jit(f), (w0,), order=1, modes=["rev"], atol=1e-5, rtol=1e-5)
     batched = jax.jit(jax.vmap(lambda T: net.edge_diffusivity(T)))(jnp.stack([_T(8), _T(8) + 1]))
     assert batched.shape == (2, 7) and bool(jnp.all(batched > 0))
 
 
 def test_online_training_reduces_the_rollout_error():
-    res = X.train_hybrid_ebm(16, steps=40, n_starts=3, horizon_days=60)
+    res = X.train_hybrid_ebm(16, steps=30, n_starts=3, horizon_days=60)
     h = res["history"]
     assert h[-1] < 0.2 * h[0], h[::5]
 

@@ -180,7 +180,7 @@ def hybrid(
 
     from nemic.core.errors import ConfigError
     from nemic.core.output import atomic_write, ensure_writable_dir, write_json
-    from nemic.experiments import ebm as X
+    from nemic.experiments import ebm_hybrid as X
 
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
@@ -194,7 +194,7 @@ def hybrid(
                 "eval_s": time.perf_counter() - t0 - train_s})
     write_json(rep, out / "hybrid.json")
     atomic_write(out / "hybrid_transport.eqx", lambda tmp: eqx.tree_serialise_leaves(tmp, res["transport"]))
-    write_json({"class": "nemic.experiments.ebm.NeuralDiffusivity", "num_lat": num_lat, "grid": "sin",
+    write_json({"class": "nemic.experiments.ebm_hybrid.NeuralDiffusivity", "num_lat": num_lat, "grid": "sin",
                 "width": 16, "depth": 2, "D_scale": 0.555, "albedo_width": 2.0, "seed": seed},
                out / "hybrid_transport.json")
     X.plot_hybrid(rep, res["history"], out / "hybrid.png")
