@@ -50,3 +50,12 @@ def test_calibrate_command(tmp_path):
     assert (tmp_path / "calibration.png").exists()
     r = CliRunner().invoke(app, ["calibrate", "--out", str(tmp_path), "--params", "A,K"])
     assert isinstance(r.exception, ConfigError)
+
+
+def test_run_with_daily_insolation_writes_the_seasonal_cycle(tmp_path):
+    r = CliRunner().invoke(app, ["run", "--out", str(tmp_path), "--num-lat", "12", "--insolation", "daily",
+                                 "--albedo-width", "2"])
+    assert r.exit_code == 0, r.output
+    ds = xr.open_dataset(tmp_path / "seasonal.nc")
+    assert ds.sizes["month"] == 12 and ds.Ts.attrs["units"] == "degC"
+    assert not (tmp_path / "co2.nc").exists()

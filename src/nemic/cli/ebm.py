@@ -38,7 +38,8 @@ def run(
     co2_ratio: float = typer.Option(2.0, help="CO2 multiple for the sensitivity experiment"),
     years: float = typer.Option(0.0, help="also write a trajectory of this many years (saved every 1/12 year)"),
 ) -> None:
-    """Equilibrium climate and its response to CO2 x co2_ratio: equilibrium.nc, co2.nc, summary.json, ebm.png."""
+    """Equilibrium climate and its response to CO2 x co2_ratio: equilibrium.nc, co2.nc, summary.json, ebm.png.
+    With --insolation daily: the seasonal cycle after a 30-year spin-up (seasonal.nc, monthly and annual means)."""
     _setup()
     from nemic.core.output import ensure_writable_dir, write_json, write_netcdf
     from nemic.experiments import ebm as X
@@ -50,13 +51,13 @@ def run(
     if insolation == "daily":
         from nemic.models.ebm import SECONDS_PER_YEAR
 
-        n_year = 360
-        traj = m.integrate(years=30, dt=SECONDS_PER_YEAR / n_year, save_every=n_year)
-        state = traj.final
+        ds = X.seasonal_climatology(m)  # monthly means of the 31st year, and annual means
+        write_netcdf(ds, out / "seasonal.nc")
+        state = None
     else:
         state, _ = X.equilibrium(m)
-    ds = X.equilibrium_dataset(m, state)
-    write_netcdf(ds, out / "equilibrium.nc")
+        ds = X.equilibrium_dataset(m, state)
+        write_netcdf(ds, out / "equilibrium.nc")
     summary = {"model": X.model_attrs(m), "global_mean_Ts": ds.attrs["global_mean_Ts"],
                "ice_edge": ds.attrs["ice_edge"]}
     ds_forced = None
@@ -69,6 +70,8 @@ def run(
         from nemic.models.ebm import SECONDS_PER_YEAR
 
         dt = SECONDS_PER_YEAR / 360 if insolation == "daily" else m.default_timestep
+        if state is None:  # daily insolation: start on 1 January after the 30-year spin-up
+            state = m.integrate(years=30, dt=dt).final
         n_save = max(1, int(round(SECONDS_PER_YEAR / 12 / dt)))
         steps = int(round(years * SECONDS_PER_YEAR / dt))
         steps -= steps % n_save
@@ -76,7 +79,10 @@ def run(
         write_netcdf(X.trajectory_dataset(m, traj), out / "trajectory.nc")
     summary["wall_s"] = time.perf_counter() - t0
     write_json(summary, out / "summary.json")
-    X.plot_equilibrium(ds, out / "ebm.png", ds_forced)
+    if insolation == "daily":
+        X.plot_seasonal(ds, out / "ebm.png")
+    else:
+        X.plot_equilibrium(ds, out / "ebm.png", ds_forced)
     msg = f"global-mean Ts {summary['global_mean_Ts']:.2f} degC, ice edge {summary['ice_edge']:.2f} deg"
     if "co2" in summary:
         msg += f"; CO2 x{co2_ratio:g}: dT = {summary['co2']['delta_global_mean_Ts']:.2f} K"

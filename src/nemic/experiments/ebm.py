@@ -94,6 +94,50 @@ def trajectory_dataset(model: DiffusiveEBM, traj: Trajectory) -> xr.Dataset:
                      coords={"lat": ("lat", g["lat"], {"units": "degrees_north", "standard_name": "latitude"})})
 
 
+def seasonal_climatology(model: DiffusiveEBM, state: EBMState | None = None, *, spinup_years: float = 30.0,
+                         steps_per_year: int = 360) -> xr.Dataset:
+    """Seasonal cycle of a daily-insolation EBM: spin up, then one year saved at every step, as 12 monthly means.
+
+    Returns a CF dataset with ``Ts``, ``ASR``, ``OLR``, ``insolation`` and ``albedo`` on (month, lat), their annual
+    means (``*_annual``), the seasonal amplitude of Ts (max - min over the year) and the annual-mean ice edge.
+    """
+    if model.insolation_type != "daily":
+        raise ConfigError("seasonal_climatology needs insolation_type='daily'")
+    if steps_per_year % 12:
+        raise ConfigError(f"steps_per_year must be a multiple of 12, got {steps_per_year}")
+    dt = SECONDS_PER_YEAR / steps_per_year
+    state = model.initial_state() if state is None else state
+    n_spin = int(round(spinup_years)) * steps_per_year
+
+    @eqx.filter_jit
+    def run(model, state):
+        spun = rollout(model.process(), SemiImplicitEuler(), state, dt=dt, n_steps=n_spin, save_every=n_spin)
+        year = rollout(model.process(), SemiImplicitEuler(), spun.final, dt=dt, n_steps=steps_per_year,
+                       t0=n_spin * dt)
+        Ts, t = year.states.Ts[1:], year.t[1:]
+        asr, olr, alb, q = jax.vmap(lambda T, tt: model.radiation().fluxes(T, tt))(Ts, t)
+        return Ts, asr, olr, alb, q
+
+    fields = [np.asarray(a) for a in run(model, state)]
+    monthly = [f.reshape(12, steps_per_year // 12, -1).mean(1) for f in fields]
+    g = latitude_grid(model.num_lat, model.grid)
+    names = ("Ts", "ASR", "OLR", "albedo", "insolation")
+    units = ("degC", "W m-2", "W m-2", "1", "W m-2")
+    data = {n: (("month", "lat"), v, {"units": u}) for n, v, u in zip(names, monthly, units)}
+    data.update({f"{n}_annual": ("lat", f.mean(0), {"units": u}) for n, f, u in zip(names, fields, units)})
+    data["Ts_amplitude"] = ("lat", fields[0].max(0) - fields[0].min(0), {"units": "K",
+                                                                       "long_name": "seasonal range of Ts"})
+    ds = xr.Dataset(data, coords={"month": np.arange(1, 13),
+                                  "lat": ("lat", g["lat"], {"units": "degrees_north", "standard_name": "latitude"})})
+    ds["Ts"].attrs["standard_name"] = "surface_temperature"
+    ds.attrs.update(model_attrs(model))
+    Tann = fields[0].mean(0)
+    ds.attrs.update({"Conventions": "CF-1.10", "global_mean_Ts": float((Tann * g["weights"]).sum() / 2),
+                     "ice_edge": float(ice_edge_latitude(jnp.asarray(Tann), g["lat"], model.Tf)),
+                     "spinup_years": spinup_years})
+    return ds
+
+
 def co2_doubling(model: DiffusiveEBM, state: EBMState | None = None, *, ratio: float = 2.0,
                  tol: float = 1e-6) -> dict[str, Any]:
     """Equilibrium response to multiplying CO2 by ``ratio`` (forcing 5.35 ln(ratio) W m-2).
@@ -208,6 +252,25 @@ def plot_equilibrium(ds: xr.Dataset, path, ds_forced: xr.Dataset | None = None) 
     ax[1].legend()
     ax[2].plot(ds.lat_edges, ds.heat_transport)
     ax[2].set(xlabel="latitude", ylabel="PW", title="northward heat transport")
+    fig.tight_layout()
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return out
+
+
+def plot_seasonal(ds: xr.Dataset, path) -> Path:
+    """Plot the monthly Ts (latitude-month section) and the seasonal amplitude of a seasonal climatology."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    pc = ax[0].contourf(ds.month, ds.lat, ds.Ts.T, levels=21, cmap="RdBu_r")
+    fig.colorbar(pc, ax=ax[0], label="Ts [degC]")
+    ax[0].set(xlabel="month", ylabel="latitude", title="seasonal cycle of Ts")
+    ax[1].plot(ds.lat, ds.Ts_amplitude)
+    ax[1].set(xlabel="latitude", ylabel="K", title="seasonal range of Ts")
     fig.tight_layout()
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
