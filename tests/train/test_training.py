@@ -116,3 +116,33 @@ def test_training_bad_inputs():
     with pytest.raises(ConfigError, match="curriculum"):
         fit_online(NeuralTendency(net, "x"), lambda c: Lorenz96() + c, RK4(), ref, dt=0.01, curriculum=(),
                    key=jax.random.PRNGKey(0), progress=False)
+
+
+def test_online_windows_start_at_their_own_time_and_nudging_option():
+    """A non-autonomous truth dx/dt = sin(t): a learned constant cannot fit it, but the time-aware windows
+    plus a learned amplitude a * sin(t) recover a = 1; nudged windows train to the same answer."""
+    import equinox as eqx
+
+    from nemic.core import FunctionProcess
+
+    class Amplitude(eqx.Module):
+        a: jax.Array
+
+    dt, T = 0.05, 400
+    t = jnp.arange(T) * dt + 3.0
+    ref = Lorenz96State(x=jnp.broadcast_to((-jnp.cos(t))[:, None], (T, 4)))
+
+    def build(amp):
+        return FunctionProcess(lambda s, tt, a=amp.a: Lorenz96State(x=a * jnp.sin(tt) * jnp.ones_like(s.x)))
+
+    for tau in (None, 0.5):
+        trained, hist = fit_online(Amplitude(jnp.asarray(0.0)), build, RK4(), ref, dt=dt, reference_times=t,
+                                   curriculum=((10, 150),), batch_size=8, learning_rate=0.05, nudging_tau=tau,
+                                   key=jax.random.PRNGKey(0), progress=False)
+        assert abs(float(trained.a) - 1.0) < 0.02, (tau, float(trained.a))
+    with pytest.raises(ConfigError, match="nudging_tau"):
+        fit_online(Amplitude(jnp.asarray(0.0)), build, RK4(), ref, dt=dt, nudging_tau=0.0,
+                   key=jax.random.PRNGKey(0), progress=False, curriculum=((2, 1),))
+    with pytest.raises(DataError, match="reference_times"):
+        fit_online(Amplitude(jnp.asarray(0.0)), build, RK4(), ref, dt=dt, reference_times=t[:5],
+                   key=jax.random.PRNGKey(0), progress=False, curriculum=((2, 1),))
