@@ -17,6 +17,15 @@ from nemic.metrics.minkowski.exact import (
     minkowski_functionals,
 )
 from nemic.metrics.minkowski.loss import MinkowskiLoss
+from nemic.metrics.minkowski.surrogate import (
+    MinkowskiSurrogate,
+    constraint_violations,
+    load_default_surrogate,
+    load_surrogate,
+    polyomino_min_perimeter,
+    save_surrogate,
+    train_surrogate,
+)
 from nemic.metrics.minkowski.relaxed import (
     annealing_schedule,
     relaxed_area,
@@ -28,6 +37,13 @@ from nemic.metrics.minkowski.relaxed import (
 
 __all__ = [
     "MinkowskiLoss",
+    "MinkowskiSurrogate",
+    "constraint_violations",
+    "load_default_surrogate",
+    "load_surrogate",
+    "polyomino_min_perimeter",
+    "save_surrogate",
+    "train_surrogate",
     "annealing_schedule",
     "relaxed_area",
     "relaxed_euler_characteristic",

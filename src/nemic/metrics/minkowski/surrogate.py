@@ -153,6 +153,8 @@ class MinkowskiSurrogate(eqx.Module):
     head: Any
     scales: jax.Array
     offsets: jax.Array
+    out_scale: jax.Array
+    out_bias: jax.Array
     channels: int = eqx.field(static=True)
     factor: int = eqx.field(static=True)
     constrained: bool = eqx.field(static=True)
@@ -191,6 +193,10 @@ class MinkowskiSurrogate(eqx.Module):
         self.thresholds = jnp.asarray(thr)
         self.scales = jnp.ones((4, t)) if scales is None else jnp.asarray(scales, dtype=float).reshape(4, t)
         self.offsets = jnp.zeros((4, t)) if offsets is None else jnp.asarray(offsets, dtype=float).reshape(4, t)
+        # trainable affine read-out of the pooled densities (both models); for the constrained model the
+        # Lipschitz bound is max|out_scale| times the product of the layer bounds (see lipschitz_bound)
+        self.out_scale = jnp.full((4, t), 4.0 if constrained else 1.0)
+        self.out_bias = jnp.zeros((4, t))
         self.channels = channels
         self.factor = factor
         self.constrained = bool(constrained)
@@ -207,6 +213,21 @@ class MinkowskiSurrogate(eqx.Module):
             "encoding_scale": self.encoding_scale,
         }
 
+    def lipschitz_bound(self) -> float:
+        r"""Upper bound of the L2 Lipschitz constant of the pooled read-out (4, T) w.r.t. :math:`\log(1+x)`.
+
+        Only for the constrained model: (encoding: :math:`\sqrt{1 + T/s^2}`) x (stem, head: 1) x (blocks:
+        3/2 each) x (mean pooling over n pixels: :math:`1/\sqrt n`, not included, so the bound is per unit of
+        pooled density) x ``max|out_scale|``. The constraint layer that follows is smooth but not globally
+        Lipschitz (area enters through a square root in the perimeter bound).
+        """
+        if not self.constrained:
+            raise ConfigError("the unconstrained baseline has no Lipschitz bound")
+        t = self.thresholds.shape[0]
+        enc = math.sqrt(1.0 + t / self.encoding_scale**2)
+        blocks = math.prod(b.lipschitz_bound() for b in self.blocks) if self.blocks else 1.0
+        return enc * blocks * float(jnp.max(jnp.abs(self.out_scale)))
+
     def _raw(self, field: jax.Array) -> jax.Array:
         """Pooled head outputs (4, T) for one field (H, W)."""
         t = self.thresholds.shape[0]
@@ -218,7 +239,7 @@ class MinkowskiSurrogate(eqx.Module):
         for b in self.blocks:
             h = b(h)
         d = self.head(jax.nn.relu(h))
-        return jnp.mean(d, axis=(-2, -1)).reshape(4, t)
+        return self.out_scale * jnp.mean(d, axis=(-2, -1)).reshape(4, t) + self.out_bias
 
     def _single(self, field: jax.Array) -> jax.Array:
         z = self._raw(field)
@@ -265,7 +286,8 @@ def save_surrogate(model: MinkowskiSurrogate, path: str | os.PathLike, extra: di
     base = Path(path)
     base = base.with_suffix("") if base.suffix in (".eqx", ".json") else base
     atomic_write(base.with_suffix(".eqx"), lambda tmp: eqx.tree_serialise_leaves(tmp, model))
-    meta = {"format": "nemic.MinkowskiSurrogate/1", "hyperparameters": model.hyperparameters()}
+    meta = {"format": "nemic.MinkowskiSurrogate/1", "hyperparameters": model.hyperparameters(),
+            "dtype": str(jnp.asarray(model.stem.weight).dtype)}
     meta.update(extra or {})
     return write_json(meta, base.with_suffix(".json"))
 
@@ -282,6 +304,8 @@ def load_surrogate(path: str | os.PathLike) -> MinkowskiSurrogate:
     if not isinstance(hp, dict):
         raise DataError(f"'{js}' has no 'hyperparameters' entry: not a nemic surrogate checkpoint")
     skeleton = MinkowskiSurrogate(key=jax.random.PRNGKey(0), **hp)
+    dtype = jnp.dtype(meta.get("dtype", "float32"))
+    skeleton = jax.tree_util.tree_map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, skeleton)
     return eqx.tree_deserialise_leaves(wt, skeleton)
 
 
@@ -353,7 +377,19 @@ def train_surrogate(
     if model.constrained:
         holes = y[:, 3] - y[:, 2]
         scales = jnp.stack([std[0], std[1], std[3], jnp.std(holes, axis=0) + 1.0])
-        model = eqx.tree_at(lambda m: (m.scales, m.offsets), model, (scales, jnp.zeros_like(scales)))
+        # start the read-out at the training means: area ratios A_k / A_{k-1} through a logit, the other
+        # measures through an inverse softplus of their mean excess over the constraint
+        domain = x.shape[-1] * x.shape[-2]
+        frac = jnp.clip(jnp.mean(y[:, 0], axis=0) / domain, 1e-4, 1 - 1e-4)
+        ratio = jnp.clip(frac / jnp.concatenate([jnp.ones(1), frac[:-1]]), 1e-4, 1 - 1e-4)
+        excess = jnp.stack([
+            jnp.mean(y[:, 1] - polyomino_min_perimeter(y[:, 0]), axis=0) / scales[1],
+            jnp.mean(y[:, 3], axis=0) / scales[2],
+            jnp.mean(holes, axis=0) / scales[3],
+        ])
+        inv_softplus = jnp.log(jnp.expm1(jnp.clip(excess, 1e-3, 30.0)))
+        bias = jnp.concatenate([jnp.log(ratio / (1 - ratio))[None], inv_softplus])
+        model = eqx.tree_at(lambda m: (m.scales, m.offsets, m.out_bias), model, (scales, jnp.zeros_like(scales), bias))
     else:
         model = eqx.tree_at(lambda m: (m.scales, m.offsets), model, (std, mean))
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
