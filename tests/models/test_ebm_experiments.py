@@ -72,3 +72,24 @@ def test_bad_sweeps_are_rejected():
         X.hysteresis(m, [1365.0])
     with pytest.raises(ConfigError, match="finite"):
         X.hysteresis(m, [1300.0, float("nan")])
+
+
+def test_unstable_timestep_stops_with_a_clear_message():
+    from nemic.core.errors import BlowUpError
+
+    m = DiffusiveEBM(10, water_depth=0.05)  # C = 2.1e5 J m-2 K-1: explicit radiation needs dt << 2C/B = 2.1e5 s
+    with pytest.raises(BlowUpError, match="2 C / B"):
+        X.equilibrium(m, dt=3.5e5, chunk_years=1.0)
+
+
+def test_checkpointed_and_plain_gradients_agree():
+    import jax
+
+    m = DiffusiveEBM(12, albedo_width=2.0)
+
+    def loss(D, checkpoint):
+        return m.with_params(D=D).integrate(years=3.0, checkpoint=checkpoint).final.Ts.sum()
+
+    g1 = jax.jit(jax.grad(lambda D: loss(D, False)))(0.555)
+    g2 = jax.jit(jax.grad(lambda D: loss(D, True)))(0.555)
+    assert np.allclose(g1, g2, rtol=1e-12)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from nemic.core.errors import ConfigError
+from nemic.core.errors import BlowUpError, ConfigError
 from nemic.core.output import atomic_write, to_xarray
 from nemic.core.rollout import Trajectory, rollout
 from nemic.core.steppers import SemiImplicitEuler
@@ -39,8 +39,9 @@ def model_attrs(model: DiffusiveEBM) -> dict[str, Any]:
 
 
 @eqx.filter_jit
-def _run_years(model: DiffusiveEBM, state: EBMState, n_steps: int, dt: float) -> EBMState:
-    return rollout(model.process(), SemiImplicitEuler(), state, dt=dt, n_steps=n_steps, save_every=n_steps).final
+def _run_years(model: DiffusiveEBM, state: EBMState, n_steps: int, dt: float) -> tuple[EBMState, jax.Array]:
+    traj = rollout(model.process(), SemiImplicitEuler(), state, dt=dt, n_steps=n_steps, save_every=n_steps)
+    return traj.final, traj.blowup_step
 
 
 def equilibrium(model: DiffusiveEBM, state: EBMState | None = None, *, tol: float = 1e-6, chunk_years: float = 10.0,
@@ -55,7 +56,14 @@ def equilibrium(model: DiffusiveEBM, state: EBMState | None = None, *, tol: floa
     n = max(1, int(round(chunk_years * SECONDS_PER_YEAR / dt)))
     years = 0.0
     while years < max_years:
-        new = _run_years(model, state, n, dt)
+        new, bad = _run_years(model, state, n, dt)
+        if int(bad) >= 0:
+            done = int(round(years * SECONDS_PER_YEAR / dt))
+            err = BlowUpError(done + n, (done + n) * dt, "Ts", None)
+            limit = 2.0 * float(model.heat_capacity) / max(float(model.B), 1e-30)
+            err.args = (f"EBM blew up (Ts became NaN/inf) within steps {done + 1}-{done + n}: the explicit "
+                        f"radiation needs dt well below 2 C / B = {limit:g} s, got dt = {dt:g} s",)
+            raise err
         years += n * dt / SECONDS_PER_YEAR
         change = float(jnp.max(jnp.abs(new.Ts - state.Ts))) / (n * dt / SECONDS_PER_YEAR)
         state = new
