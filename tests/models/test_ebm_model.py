@@ -201,3 +201,27 @@ def test_bad_state_and_params():
         m.with_params(K=1.0)
     with pytest.raises(ConfigError, match="D"):
         m.with_params(D=-1.0)
+
+
+def test_newton_steady_states_reproduce_all_three_north_ice_edges_with_their_stability():
+    """North's step-albedo series has a stable edge (74.8 deg) and two unstable ones (13.8 deg: large ice cap,
+    83.6 deg: small ice cap); Newton's method on the smooth-albedo model finds all three, and the sign of the
+    Jacobian's largest eigenvalue says which are stable."""
+    roots = north_ice_edges(5.0, 87.0, 30)
+    assert len(roots) == 3, roots
+    m = DiffusiveEBM(180, grid="lat", albedo_width=0.5)
+    x = np.asarray(m.x)
+    found = {}
+    for T0 in (-5 - 60 * x**2, 20 - 80 * x**2, 10 - 20 * x**2):
+        s, info = m.steady_state(m.initial_state(T0))
+        assert info["converged"] and info["residual"] < 1e-8
+        found[round(float(m.diagnostics(s)["ice_edge"]), 3)] = (info["max_growth_rate"], s)
+    edges = sorted(found)
+    assert len(edges) == 3
+    for edge, root, tol in zip(edges, roots, (0.05, 0.15, 1.0)):  # the small cap spans few cells: coarser
+        assert abs(edge - root) < tol, (edges, roots)
+    growth = [found[e][0] for e in edges]
+    assert growth[0] > 0 and growth[1] < 0 and growth[2] > 0
+    # the stable one is also what time integration converges to
+    T_int = _equilibrate(m, years=150, T0=20 - 80 * x**2).Ts
+    assert float(jnp.max(jnp.abs(T_int - found[edges[1]][1].Ts))) < 1e-6

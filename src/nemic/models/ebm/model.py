@@ -350,6 +350,43 @@ class DiffusiveEBM(eqx.Module):
         return rollout(self.process(extra), SemiImplicitEuler(), state, dt=dt, n_steps=n_steps, t0=t0,
                        save_every=save_every, checkpoint=checkpoint)
 
+    def steady_state(self, state: EBMState | None = None, *, tol: float = 1e-10, max_iter: int = 50
+                     ) -> tuple[EBMState, dict[str, Any]]:
+        """Solve ``tendency(T) = 0`` by Newton's method with the exact Jacobian (``jax.jacfwd``, dense
+        num_lat x num_lat), for the annual-mean insolation types.
+
+        Unlike time integration this also finds *unstable* equilibria (e.g. North's large-ice-cap solution);
+        ``info["max_growth_rate"]`` (the largest real part of the Jacobian's eigenvalues, s-1) tells them apart.
+        Needs a smooth albedo (``albedo_width > 0``) for quadratic convergence. Returns ``(state, info)`` with
+        ``info = {"iterations", "residual" (W m-2), "max_growth_rate" (s-1), "converged"}``.
+        """
+        if self.insolation_type == "daily":
+            raise ConfigError("steady_state needs an annual-mean insolation type ('p2' or 'annual')")
+        state = self.initial_state() if state is None else state
+        proc = self.process()
+
+        def F(T):
+            return proc.tendency(EBMState(Ts=T), 0.0).Ts * self.heat_capacity  # W m-2
+
+        @jax.jit
+        def newton(T):
+            r, J = F(T), jax.jacfwd(F)(T)
+            return T - jnp.linalg.solve(J, r), jnp.max(jnp.abs(r))
+
+        T, it, res = state.Ts, 0, float("inf")
+        for it in range(1, max_iter + 1):
+            T_new, r = newton(T)
+            res = float(r)
+            if not np.all(np.isfinite(np.asarray(T_new))):
+                break
+            T = T_new
+            if res < tol:
+                break
+        res = float(jnp.max(jnp.abs(F(T))))
+        growth = float(np.max(np.linalg.eigvals(np.asarray(jax.jacfwd(F)(T))).real)) / float(self.heat_capacity)
+        return EBMState(Ts=T), {"iterations": it, "residual": res, "max_growth_rate": growth,
+                                "converged": res < max(tol, 1e-8)}
+
     def diagnostics(self, state: EBMState, t: Any = 0.0) -> dict[str, jax.Array]:
         """Diagnostics of a state: ASR, OLR, albedo, insolation (num_lat,), heat transport on the cell edges
         (num_lat+1,) [PW], global-mean temperature [degC], ice-edge latitude [deg] (northern hemisphere)."""
