@@ -46,6 +46,7 @@ from nemic.nn.lipschitz import LipschitzResidualBlock, SpectralConv2d, pixel_uns
 __all__ = [
     "MinkowskiSurrogate",
     "constraint_violations",
+    "init_readout",
     "load_default_surrogate",
     "load_surrogate",
     "polyomino_min_perimeter",
@@ -195,7 +196,7 @@ class MinkowskiSurrogate(eqx.Module):
         self.offsets = jnp.zeros((4, t)) if offsets is None else jnp.asarray(offsets, dtype=float).reshape(4, t)
         # trainable affine read-out of the pooled densities (both models); for the constrained model the
         # Lipschitz bound is max|out_scale| times the product of the layer bounds (see lipschitz_bound)
-        self.out_scale = jnp.full((4, t), 4.0 if constrained else 1.0)
+        self.out_scale = jnp.full((4, t), 4.0 if constrained else 1.0, dtype=self.scales.dtype)
         self.out_bias = jnp.zeros((4, t))
         self.channels = channels
         self.factor = factor
@@ -340,6 +341,35 @@ def _dihedral(x: jax.Array, k: jax.Array) -> jax.Array:
     return jnp.where(k >= 4, jnp.flip(x, -1), x)
 
 
+def init_readout(model: MinkowskiSurrogate, patches: Any, targets: Any) -> MinkowskiSurrogate:
+    """Set a surrogate's output scales and read-out biases from training data (done by :func:`train_surrogate`).
+
+    Constrained model: scales (s_P, s_N, s_H) = standard deviations (+1) of perimeter, components and holes per
+    threshold; read-out biases so that an all-zero trunk predicts the training means (area ratios
+    A_k / A_{k-1} through a logit, the other measures through an inverse softplus of their mean excess over the
+    constraint). Baseline: ``offsets`` = means and ``scales`` = standard deviations (+1). (N, H, W), (N, 4, T).
+    """
+    x = jnp.asarray(patches, dtype=float)
+    y = jnp.asarray(targets, dtype=float)
+    std = jnp.std(y, axis=0) + 1.0
+    mean = jnp.mean(y, axis=0)
+    if not model.constrained:
+        return eqx.tree_at(lambda m: (m.scales, m.offsets), model, (std, mean))
+    holes = y[:, 3] - y[:, 2]
+    scales = jnp.stack([std[0], std[1], std[3], jnp.std(holes, axis=0) + 1.0])
+    domain = x.shape[-1] * x.shape[-2]
+    frac = jnp.clip(jnp.mean(y[:, 0], axis=0) / domain, 1e-4, 1 - 1e-4)
+    ratio = jnp.clip(frac / jnp.concatenate([jnp.ones(1), frac[:-1]]), 1e-4, 1 - 1e-4)
+    excess = jnp.stack([
+        jnp.mean(y[:, 1] - polyomino_min_perimeter(y[:, 0]), axis=0) / scales[1],
+        jnp.mean(y[:, 3], axis=0) / scales[2],
+        jnp.mean(holes, axis=0) / scales[3],
+    ])
+    inv_softplus = jnp.log(jnp.expm1(jnp.clip(excess, 1e-3, 30.0)))
+    bias = jnp.concatenate([jnp.log(ratio / (1 - ratio))[None], inv_softplus])
+    return eqx.tree_at(lambda m: (m.scales, m.offsets, m.out_bias), model, (scales, jnp.zeros_like(scales), bias))
+
+
 def train_surrogate(
     model: MinkowskiSurrogate,
     patches: Any,
@@ -354,7 +384,8 @@ def train_surrogate(
     """Fit a surrogate to exact measures with Adam; returns the trained model and the loss history.
 
     Args:
-        model: initial :class:`MinkowskiSurrogate` (its ``scales``/``offsets`` are reset from ``targets``).
+        model: initial :class:`MinkowskiSurrogate` (its scales, offsets and read-out biases are first set from
+            ``targets`` by :func:`init_readout`).
         patches: (N, H, W) rain rate in mm/h.
         targets: (N, 4, T) exact (area, perimeter, euler, components) of the patches at ``model.thresholds``.
         steps, batch_size, learning_rate: optimisation settings (cosine-decayed Adam, Kingma & Ba 2015,
@@ -373,25 +404,7 @@ def train_surrogate(
         raise DataError(f"patches (N, H, W) and targets (N, 4, T) do not match: {x.shape}, {y.shape}")
     square = x.shape[-1] == x.shape[-2]  # rotations by 90 degrees only for square patches
     std = jnp.std(y, axis=0) + 1.0
-    mean = jnp.mean(y, axis=0)
-    if model.constrained:
-        holes = y[:, 3] - y[:, 2]
-        scales = jnp.stack([std[0], std[1], std[3], jnp.std(holes, axis=0) + 1.0])
-        # start the read-out at the training means: area ratios A_k / A_{k-1} through a logit, the other
-        # measures through an inverse softplus of their mean excess over the constraint
-        domain = x.shape[-1] * x.shape[-2]
-        frac = jnp.clip(jnp.mean(y[:, 0], axis=0) / domain, 1e-4, 1 - 1e-4)
-        ratio = jnp.clip(frac / jnp.concatenate([jnp.ones(1), frac[:-1]]), 1e-4, 1 - 1e-4)
-        excess = jnp.stack([
-            jnp.mean(y[:, 1] - polyomino_min_perimeter(y[:, 0]), axis=0) / scales[1],
-            jnp.mean(y[:, 3], axis=0) / scales[2],
-            jnp.mean(holes, axis=0) / scales[3],
-        ])
-        inv_softplus = jnp.log(jnp.expm1(jnp.clip(excess, 1e-3, 30.0)))
-        bias = jnp.concatenate([jnp.log(ratio / (1 - ratio))[None], inv_softplus])
-        model = eqx.tree_at(lambda m: (m.scales, m.offsets, m.out_bias), model, (scales, jnp.zeros_like(scales), bias))
-    else:
-        model = eqx.tree_at(lambda m: (m.scales, m.offsets), model, (std, mean))
+    model = init_readout(model, x, y)
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
     params, static = eqx.partition(model, eqx.is_inexact_array)
     state = opt.init(params)
