@@ -148,3 +148,18 @@ def test_bad_input():
         relaxed_area(np.ones(4), [0.5], 0.1)
     with pytest.raises(ConfigError, match="increasing"):
         relaxed_area(f, [0.5, 0.5], 0.1)
+
+
+def test_converges_on_opera_sample(opera_sample):
+    # real rain on its 0.01 mm/h grid, thresholds half-way between grid values: delta = 0.005 mm/h
+    x = opera_sample.rain_rate.values[3, 64:128, 64:128]
+    thr = np.array([0.105, 0.505, 1.005, 3.005])
+    assert np.min(np.abs(x[..., None] - thr)) >= DELTA - 1e-9
+    for c in (4, 8):
+        exact = minkowski_functionals(x, thr, connectivity=c)
+        errs = []
+        for tau in (0.002, 0.001, 0.0005, 0.0003):
+            r = relaxed_minkowski_functionals(x, thr, tau, connectivity=c)
+            errs.append(max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(r[:3], exact[:3])))
+            assert errs[-1] <= 9 * x.size * np.exp(-DELTA / tau)
+        assert np.all(np.diff(errs) < 0) and errs[-1] < 1e-4

@@ -213,7 +213,11 @@ def read_odim(path: str | os.PathLike) -> xr.Dataset:
     ys = float(where.get("yscale", 1.0))
     x = (np.arange(nx) + 0.5) * xs
     y = -(np.arange(ny) + 0.5) * ys
-    attrs = {"Conventions": "CF-1.8", "source": _attr_str(root_what.get("source", "")), "history": f"read from {p.name} (ODIM_H5)"}
+    attrs = {
+        "Conventions": "CF-1.8",
+        "source": _attr_str(root_what.get("source", "")),
+        "history": f"read from {p.name} (ODIM_H5)",
+    }
     for k in ("projdef", "UL_lon", "UL_lat", "LL_lon", "LL_lat", "UR_lon", "UR_lat", "LR_lon", "LR_lat"):
         if k in where:
             v = where[k]

@@ -84,7 +84,7 @@ class SpectralLinear(eqx.Module):
 
 
 class LipschitzResidualBlock(eqx.Module):
-    r"""Residual block :math:`x + \tfrac{1}{2}\,\mathrm{conv}_2(\phi(\mathrm{conv}_1(\phi(x))))`, (C, H, W) -> (C, H, W).
+    r"""Residual block :math:`x + \tfrac12\,\mathrm{conv}_2(\phi(\mathrm{conv}_1(\phi(x))))`: (C, H, W) -> (C, H, W).
 
     Both convolutions are :class:`SpectralConv2d` and :math:`\phi` is 1-Lipschitz (ReLU by default), so the block
     is at most :math:`1 + 1/2 = 3/2`-Lipschitz (He et al. 2016, "Deep residual learning", CVPR,

@@ -89,7 +89,9 @@ class MinkowskiLoss(eqx.Module):
                 raise ConfigError("method='surrogate' needs a trained MinkowskiSurrogate (surrogate=...)")
             st = np.asarray(surrogate.thresholds)
             if st.shape != tuple(thr.shape) or not np.allclose(st, np.asarray(thr)):
-                raise ConfigError(f"the surrogate was trained for thresholds {st.tolist()}, not {np.asarray(thr).tolist()}")
+                raise ConfigError(
+                    f"the surrogate was trained for thresholds {st.tolist()}, not {np.asarray(thr).tolist()}"
+                )
         _check_temperature(temperature)
         self.thresholds = thr
         self.method = method

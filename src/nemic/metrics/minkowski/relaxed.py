@@ -187,7 +187,7 @@ def _relaxed_core(field, thr, temperature, connectivity, tnorm, ps):
 
 
 def relaxed_area(field: Any, thresholds: Any, temperature: Any, nan_policy: str = "raise") -> jax.Array:
-    """Relaxed area (sum of soft masks), (..., H, W) -> (..., T) in pixels; see :func:`relaxed_minkowski_functionals`."""
+    """Relaxed area (sum of soft masks), (..., H, W) -> (..., T) pixels; see :func:`relaxed_minkowski_functionals`."""
     s, _ = _prepare(field, thresholds, temperature, 8, "product", nan_policy)
     return _area(s, None)
 
