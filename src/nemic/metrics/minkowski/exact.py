@@ -176,6 +176,8 @@ def minkowski_functionals(
     Formulas: Gray (1971), doi:10.1109/T-C.1971.223289 (local 2x2 configuration counts); see the module docstring.
     The function is jittable (``connectivity``, ``pixel_size``, ``nan_policy`` and ``components`` are static)
     and differentiable in nothing (piecewise constant); use :mod:`nemic.metrics.minkowski.relaxed` for gradients.
+    Input checks (NaN in the field, sorted finite thresholds) run on concrete values only: inside ``jit`` a NaN
+    pixel is background and unsorted traced thresholds give wrong counts, so validate before tracing.
     """
     connectivity = check_connectivity(connectivity)
     ps = check_pixel_size(pixel_size)
