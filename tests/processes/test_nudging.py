@@ -11,7 +11,7 @@ from jax.test_util import check_grads
 from nemic.core.errors import ConfigError, DataError
 from nemic.core.output import to_xarray
 from nemic.core.process import FunctionProcess
-from nemic.core.rollout import Trajectory, rollout, simulate
+from nemic.core.rollout import rollout, simulate
 from nemic.core.state import AbstractState
 from nemic.core.steppers import RK4
 from nemic.models.lorenz96 import Lorenz96, Lorenz96State, TwoScaleLorenz96State

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from nemic.core.errors import BlowUpError, ConfigError
-from nemic.core.output import atomic_write, to_xarray
+from nemic.core.output import save_figure, to_xarray
 from nemic.core.rollout import Trajectory, rollout
 from nemic.core.steppers import SemiImplicitEuler
 from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM, EBMState, global_mean, ice_edge_latitude, \
@@ -261,9 +261,7 @@ def plot_equilibrium(ds: xr.Dataset, path, ds_forced: xr.Dataset | None = None) 
     ax[2].plot(ds.lat_edges, ds.heat_transport)
     ax[2].set(xlabel="latitude", ylabel="PW", title="northward heat transport")
     fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def plot_seasonal(ds: xr.Dataset, path) -> Path:
@@ -280,9 +278,7 @@ def plot_seasonal(ds: xr.Dataset, path) -> Path:
     ax[1].plot(ds.lat, ds.Ts_amplitude)
     ax[1].set(xlabel="latitude", ylabel="K", title="seasonal range of Ts")
     fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def plot_hysteresis(ds: xr.Dataset, path) -> Path:
@@ -301,9 +297,7 @@ def plot_hysteresis(ds: xr.Dataset, path) -> Path:
     for a in ax:
         a.legend()
     fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------- calibration
@@ -457,7 +451,5 @@ def plot_calibration(report: dict[str, Any], path) -> Path:
     ax.set(xlabel="forward model runs", ylabel="misfit 0.5 mean(r^2)", title="EBM calibration")
     ax.legend()
     fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nemic.core.output import atomic_write
+from nemic.core.output import save_figure
 from nemic.core.process import AbstractImplicitProcess, ImplicitExplicit
 from nemic.core.rollout import rollout
 from nemic.core.steppers import SemiImplicitEuler
@@ -246,6 +246,4 @@ def plot_hybrid(report: dict[str, Any], history, path) -> Path:
     for a in ax[1:]:
         a.legend()
     fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

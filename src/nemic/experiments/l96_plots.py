@@ -6,17 +6,26 @@ from pathlib import Path
 
 import numpy as np
 
-from nemic.core.output import atomic_write
+from nemic.core.output import save_figure as _save
 
 COLORS = {"truth": "black", "none": "tab:gray", "polynomial": "tab:blue", "nn_offline": "tab:orange",
           "nn_online": "tab:red"}
 
 
-def _save(fig, path: Path) -> None:
+def plot_x_pdfs(x_truth, runs: dict, colors: dict, title: str):
+    """A figure with the histogram (density) of the truth's X and of each run's X; returns the figure."""
     import matplotlib.pyplot as plt
 
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
-    plt.close(fig)
+    x_truth = np.asarray(x_truth)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(x_truth.min() - 2, x_truth.max() + 2, 60)
+    ax.hist(x_truth.ravel(), bins=bins, density=True, histtype="step", color="k", lw=2, label="truth")
+    for name, xs in runs.items():
+        ax.hist(np.asarray(xs).ravel(), bins=bins, density=True, histtype="step", color=colors.get(name),
+                label=name)
+    ax.set(xlabel="X", ylabel="probability density", title=title)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def plot_all(out: Path, cfg, test, results, acf_truth, n_acf, hist_off, hist_on) -> None:
@@ -36,15 +45,8 @@ def plot_all(out: Path, cfg, test, results, acf_truth, n_acf, hist_off, hist_on)
     ax.legend()
     _save(fig, out / "rmse_vs_lead.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(x_test.min() - 2, x_test.max() + 2, 60)
-    ax.hist(x_test.ravel(), bins=bins, density=True, histtype="step", color="k", lw=2, label="truth")
-    for name, r in results.items():
-        ax.hist(np.asarray(r["free_run"].states.x).ravel(), bins=bins, density=True, histtype="step",
-                color=COLORS[name], label=name)
-    ax.set(xlabel="X", ylabel="probability density", title="Climate: distribution of X in long free runs")
-    ax.legend()
-    _save(fig, out / "pdf_x.png")
+    _save(plot_x_pdfs(x_test, {n: r["free_run"].states.x for n, r in results.items()}, COLORS,
+                      "Climate: distribution of X in long free runs"), out / "pdf_x.png")
 
     n_show = min(int(round(10.0 / cfg.coarse_dt)), x_test.shape[0])
     panels = [("truth", x_test[:n_show])] + [(n, np.asarray(r["free_run"].states.x)[:n_show])

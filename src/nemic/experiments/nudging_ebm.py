@@ -155,7 +155,7 @@ def _plot(out: Path, lat, eq, flux) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nemic.core.output import atomic_write
+    from nemic.core.output import save_figure
 
     fig, axs = plt.subplots(1, 2, figsize=(10, 4))
     for name, style in (("truth", "k-"), ("uncorrected", "C7--"), ("flux_corrected", "C2-.")):
@@ -164,9 +164,7 @@ def _plot(out: Path, lat, eq, flux) -> None:
     axs[0].legend()
     axs[1].plot(lat, flux, "C2")
     axs[1].set(xlabel="latitude (deg)", ylabel="W m-2", title="Flux correction from nudging tendencies")
-    atomic_write(out / "ebm_flux_correction.png",
-                 lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
-    plt.close(fig)
+    save_figure(fig, out / "ebm_flux_correction.png")
 
 
 __all__ = ["FluxCorrection", "NudgingEBMConfig", "run"]

@@ -207,21 +207,14 @@ def plot_all(out: Path, x_test, results, n_tend, u, nrun, x_train) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nemic.core.output import atomic_write
+    from nemic.core.output import save_figure
+    from nemic.experiments.l96_plots import plot_x_pdfs
 
     def save(fig, name):
-        atomic_write(out / name, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
-        plt.close(fig)
+        save_figure(fig, out / name)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(x_test.min() - 2, x_test.max() + 2, 60)
-    ax.hist(x_test.ravel(), bins=bins, density=True, histtype="step", color="k", lw=2, label="truth")
-    for name, r in results.items():
-        ax.hist(np.asarray(r["free_run"].states.x).ravel(), bins=bins, density=True, histtype="step",
-                color=COLORS[name], label=name)
-    ax.set(xlabel="X", ylabel="probability density", title="Climate of X in free runs")
-    ax.legend(fontsize=8)
-    save(fig, "pdf_x.png")
+    save(plot_x_pdfs(x_test, {n: r["free_run"].states.x for n, r in results.items()}, COLORS,
+                     "Climate of X in free runs"), "pdf_x.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in results.items():
