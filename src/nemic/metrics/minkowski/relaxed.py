@@ -104,36 +104,48 @@ def _xor(a, b, tnorm):
     return jnp.maximum(jnp.minimum(a, 1.0 - b), jnp.minimum(1.0 - a, b))
 
 
-def _pad(s: jax.Array) -> jax.Array:
-    return jnp.pad(s, [(0, 0)] * (s.ndim - 2) + [(1, 1), (1, 1)])
+def _sum2(a: jax.Array) -> jax.Array:
+    return jnp.sum(a, axis=(-2, -1))
 
 
 def _area(s, ps):
-    a = jnp.sum(s, axis=(-2, -1))
+    a = _sum2(s)
     return a if ps is None else a * (ps[0] * ps[1])
 
 
+# The grid is padded by background (mask 0). Since x XOR 0 = x OR 0 = x and x AND 0 = 0 for both t-norms, the
+# pairs and windows that touch the padding reduce to sums of border pixels: no padded copy is materialised.
+
+
 def _perimeter(s, tnorm, ps):
-    p = _pad(s)
-    ph = jnp.sum(_xor(p[..., :, :-1], p[..., :, 1:], tnorm), axis=(-2, -1))  # edges of length dy
-    pv = jnp.sum(_xor(p[..., :-1, :], p[..., 1:, :], tnorm), axis=(-2, -1))  # edges of length dx
+    border_h = jnp.sum(s[..., :, 0], -1) + jnp.sum(s[..., :, -1], -1)  # pixel | padding, vertical edges
+    border_v = jnp.sum(s[..., 0, :], -1) + jnp.sum(s[..., -1, :], -1)
+    ph = _sum2(_xor(s[..., :, :-1], s[..., :, 1:], tnorm)) + border_h  # edges of length dy
+    pv = _sum2(_xor(s[..., :-1, :], s[..., 1:, :], tnorm)) + border_v  # edges of length dx
     return ph + pv if ps is None else ph * ps[0] + pv * ps[1]
 
 
 def _euler(s, tnorm, connectivity):
-    f = jnp.sum(s, axis=(-2, -1))
+    f = _sum2(s)
     if connectivity == 8:
-        p = _pad(s)
-        oh = _or(p[..., :, :-1], p[..., :, 1:], tnorm)
-        ov = _or(p[..., :-1, :], p[..., 1:, :], tnorm)
-        # edges: pairs of the padded grid (pairs with two padding pixels contribute 0)
-        e = jnp.sum(oh[..., 1:-1, :], axis=(-2, -1)) + jnp.sum(ov[..., :, 1:-1], axis=(-2, -1))
-        v = jnp.sum(_or(oh[..., :-1, :], oh[..., 1:, :], tnorm), axis=(-2, -1))
-        return v - e + f
+        oh = _or(s[..., :, :-1], s[..., :, 1:], tnorm)  # (H, W-1): interior horizontal pairs
+        ov = _or(s[..., :-1, :], s[..., 1:, :], tnorm)  # (H-1, W)
+        left, right, top, bottom = s[..., :, 0], s[..., :, -1], s[..., 0, :], s[..., -1, :]
+        # edges: interior pairs + pixel/padding pairs on the four sides
+        e = _sum2(oh) + _sum2(ov) + jnp.sum(left + right, -1) + jnp.sum(top + bottom, -1)
+        # vertices = 2x2 windows of the padded grid: interior windows, windows on the sides (an OR of two
+        # border pixels) and the four corner windows (one pixel each)
+        v_int = _sum2(_or(oh[..., :-1, :], oh[..., 1:, :], tnorm))
+        v_side = (jnp.sum(_or(top[..., :-1], top[..., 1:], tnorm), -1)
+                  + jnp.sum(_or(bottom[..., :-1], bottom[..., 1:], tnorm), -1)
+                  + jnp.sum(_or(left[..., :-1], left[..., 1:], tnorm), -1)
+                  + jnp.sum(_or(right[..., :-1], right[..., 1:], tnorm), -1))
+        v_corner = s[..., 0, 0] + s[..., 0, -1] + s[..., -1, 0] + s[..., -1, -1]
+        return v_int + v_side + v_corner - e + f
     ah = _and(s[..., :, :-1], s[..., :, 1:], tnorm)
     av = _and(s[..., :-1, :], s[..., 1:, :], tnorm)
-    full = jnp.sum(_and(ah[..., :-1, :], ah[..., 1:, :], tnorm), axis=(-2, -1))
-    return f - jnp.sum(ah, axis=(-2, -1)) - jnp.sum(av, axis=(-2, -1)) + full
+    full = _sum2(_and(ah[..., :-1, :], ah[..., 1:, :], tnorm))
+    return f - _sum2(ah) - _sum2(av) + full
 
 
 def _prepare(field, thresholds, temperature, connectivity, tnorm, nan_policy):
