@@ -1,6 +1,7 @@
 """``nemic nudging``: nudged runs, and model corrections learned from their nudging tendencies.
 
-``nemic nudging l96 --out DIR`` runs :mod:`nemic.experiments.nudging_l96` and writes metrics.json, the nudged run
+``nemic nudging l96|ebm|qg --out DIR`` run the recipes of :mod:`nemic.experiments` (``nudging_l96``,
+``nudging_ebm``, ``nudging_qg``); ``l96`` runs :mod:`nemic.experiments.nudging_l96` and writes metrics.json, the nudged run
 with its nudging tendencies (``nudged_run.nc``), free runs, guard diagnostics and PNG plots into ``DIR``.
 """
 
@@ -87,3 +88,47 @@ def ebm(
         console.print(f"{name:>15}: Ts RMSE {v['rmse_Ts']:.3f} K, global-mean bias {v['global_mean_bias']:+.3f} K, "
                       f"ice edge {v['ice_edge']:.1f} deg (truth {m['truth']['ice_edge']:.1f})")
     console.print(f"results in [bold]{Path(out).resolve()}[/bold]")
+
+
+@app.command()
+def qg(
+    data: Path = typer.Option(Path("runs/qg/eddy"), "--data",
+                              help="Directory written by `nemic qg generate` (hires.nc for the restart, op1.nc)."),
+    out: Path = typer.Option(Path("runs/nudging_qg"), "--out", help="Directory for results (created if needed)."),
+    days: Optional[float] = typer.Option(None, "--days", help="Length of the reference and nudged runs (days)."),
+    tau_days: Optional[float] = typer.Option(None, "--tau-days", help="Nudging time scale in days (> 0)."),
+    spectral_cutoff: Optional[int] = typer.Option(None, "--spectral-cutoff",
+                                                  help="Nudge only wavenumbers |k| <= this (spectral nudging)."),
+    free_years: Optional[float] = typer.Option(None, "--free-years", help="Length of the free runs (360-day years)."),
+    train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Adam steps of the CNN fit."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file with NudgingQGConfig settings."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (network initialisation, batches)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Two-layer QG: nudge the low-resolution model toward the coarse-grained high-resolution model restarted from
+    DATA, learn a CNN correction from the nudging tendencies and compare the climates of free runs with and without
+    it against DATA/op1.nc (metrics.json, nudged_run.nc, free_runs.nc, PNG plots)."""
+    import jax
+    from rich.console import Console
+
+    jax.config.update("jax_enable_x64", True)
+    from nemic.experiments.nudging_qg import config_from_file, run
+
+    overrides = {k: v for k, v in (("days", days), ("tau_days", tau_days), ("spectral_cutoff", spectral_cutoff),
+                                   ("free_years", free_years), ("train_steps", train_steps), ("seed", seed))
+                 if v is not None}
+    cfg = config_from_file(config, overrides)
+    console = Console()
+    t0 = time.perf_counter()
+    m = run(data, cfg, out, progress=progress, log=lambda s: console.print(f"[bold cyan]{s}"))
+    ref = m["reference_climate"]
+    console.print(f"high res (op1): KE {ref['KE']:.3e}, KE1 {ref['KE1']:.3e}, KE2 {ref['KE2']:.3e} m2 s-2, "
+                  f"enstrophy {ref['enstrophy']:.3e} s-2")
+    for name, v in m["models"].items():
+        console.print(f"{name:>17}: KE bias {100 * v['KE_relative_bias']:+.1f} %, KE1 {100 * v['KE1_relative_bias']:+.1f} %,"
+                      f" KE2 {100 * v['KE2_relative_bias']:+.1f} %, enstrophy {100 * v['enstrophy_relative_bias']:+.1f} %"
+                      f", stable: {'yes' if v['stable'] else 'NO'}")
+    console.print(f"holdout R2 of the correction (layers 1, 2): "
+                  f"{', '.join(f'{r:.3f}' for r in m['nudged_run']['holdout_r2'])}; similarity "
+                  f"{m['models']['nudging_corrected']['similarity']['mean']:+.3f}")
+    console.print(f"wall time: {time.perf_counter() - t0:.1f} s; results in [bold]{Path(out).resolve()}[/bold]")
