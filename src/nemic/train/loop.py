@@ -63,12 +63,15 @@ def train_loop(
     """Run iterations ``start .. n_iters - 1``; return ``(model, opt_state, loss history)``.
 
     ``make_batch(key, iteration)`` draws the batch of one iteration (the key is folded with the iteration number,
-    so a resumed run draws the same batches as an uninterrupted one).
+    so a resumed run draws the same batches as an uninterrupted one). It is jitted, so it must be traceable
+    (``iteration`` arrives as a traced integer).
     """
     history = list(history or [])
     if opt_state is None:
         opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     step = make_step(loss_fn, optimizer)
+    # sampling a batch is a handful of small array ops: run eagerly they cost more than a small model's update
+    make_batch = jax.jit(make_batch)
     with progress_bar(progress) as pb:
         task = pb.add_task(description, total=n_iters, completed=start, info="")
         for it in range(start, n_iters):
