@@ -49,8 +49,6 @@ def run(
                water_depth=water_depth)
     t0 = time.perf_counter()
     if insolation == "daily":
-        from nemic.models.ebm import SECONDS_PER_YEAR
-
         ds = X.seasonal_climatology(m)  # monthly means of the 31st year, and annual means
         write_netcdf(ds, out / "seasonal.nc")
         state = None
