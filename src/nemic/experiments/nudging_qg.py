@@ -65,7 +65,7 @@ class NudgingQGConfig:
     holdout: float = 0.2
     widths: tuple = (16, 16)
     kernel_sizes: tuple | None = (5, 3, 3)
-    train_steps: int = 1500
+    train_steps: int = 800
     batch: int = 16
     lr: float = 1e-3
     free_years: float = 2.0
