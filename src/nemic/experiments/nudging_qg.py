@@ -368,8 +368,9 @@ def _plot(out: Path, summ: dict, stats: dict, runs: dict, save_dt: float, N, q_n
                             ("nudged q, layer 1", "nudging tendency, layer 1", "nudging tendency, layer 2")):
         v = float(np.max(np.abs(f))) or 1.0
         im = ax.imshow(f, origin="lower", cmap="RdBu_r", vmin=-v, vmax=v)
-        ax.set(title=f"{title} (t = {i * n_dt / DAY:.1f} d)", xticks=[], yticks=[])
+        ax.set(title=title, xticks=[], yticks=[])
         fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(f"end of the nudged run (t = {i * n_dt / DAY:.1f} days)")
     save_figure(fig, out / "nudging_tendency.png")
 
 
