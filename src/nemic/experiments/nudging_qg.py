@@ -56,10 +56,10 @@ class NudgingQGConfig:
     slower on CPU).
     """
 
-    days: float = 90.0
+    days: float = 180.0
     dt: float = 3600.0
     save_hours: float = 6.0
-    tau_days: float = 1.0
+    tau_days: float = 3.0
     spectral_cutoff: int | None = None
     discard_days: float = 5.0
     holdout: float = 0.2
