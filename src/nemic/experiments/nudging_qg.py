@@ -346,7 +346,7 @@ def _plot(out: Path, summ: dict, stats: dict, runs: dict, save_dt: float, N, q_n
     for ax, layer in zip(axs, ("1", "2")):
         for name, s in summ.items():
             st, lab = styles[name]
-            ax.loglog(s["kr"][1:], np.abs(s[f"KEspec{layer}"])[1:], st, label=lab)
+            ax.loglog(s["kr"], np.abs(s[f"KEspec{layer}"]), st, marker=".", label=lab)
         top = float(np.max(np.abs(summ["hr_coarse"][f"KEspec{layer}"])))
         ax.set(xlabel="isotropic wavenumber (rad/m)", ylabel="KE density (m^3 s^-2)", ylim=(1e-4 * top, None),
                title=f"layer {layer}: time-mean KE spectrum")
