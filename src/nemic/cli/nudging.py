@@ -1,7 +1,7 @@
 """``nemic nudging``: nudged runs, and model corrections learned from their nudging tendencies.
 
 ``nemic nudging l96|ebm|qg --out DIR`` run the recipes of :mod:`nemic.experiments` (``nudging_l96``,
-``nudging_ebm``, ``nudging_qg``); ``l96`` runs :mod:`nemic.experiments.nudging_l96` and writes metrics.json, the nudged run
+``nudging_ebm``, ``nudging_qg``); ``l96`` writes metrics.json, the nudged run
 with its nudging tendencies (``nudged_run.nc``), free runs, guard diagnostics and PNG plots into ``DIR``.
 """
 
@@ -125,9 +125,9 @@ def qg(
     console.print(f"high res (op1): KE {ref['KE']:.3e}, KE1 {ref['KE1']:.3e}, KE2 {ref['KE2']:.3e} m2 s-2, "
                   f"enstrophy {ref['enstrophy']:.3e} s-2")
     for name, v in m["models"].items():
-        console.print(f"{name:>17}: KE bias {100 * v['KE_relative_bias']:+.1f} %, KE1 {100 * v['KE1_relative_bias']:+.1f} %,"
-                      f" KE2 {100 * v['KE2_relative_bias']:+.1f} %, enstrophy {100 * v['enstrophy_relative_bias']:+.1f} %"
-                      f", stable: {'yes' if v['stable'] else 'NO'}")
+        b = {k: 100 * v[f"{k}_relative_bias"] for k in ("KE", "KE1", "KE2", "enstrophy")}
+        console.print(f"{name:>17}: KE bias {b['KE']:+.1f} %, KE1 {b['KE1']:+.1f} %, KE2 {b['KE2']:+.1f} %, "
+                      f"enstrophy {b['enstrophy']:+.1f} %, stable: {'yes' if v['stable'] else 'NO'}")
     console.print(f"holdout R2 of the correction (layers 1, 2): "
                   f"{', '.join(f'{r:.3f}' for r in m['nudged_run']['holdout_r2'])}; similarity "
                   f"{m['models']['nudging_corrected']['similarity']['mean']:+.3f}")

@@ -381,4 +381,5 @@ def config_from_file(path: str | Path | None, overrides: dict | None = None) -> 
     return load_config(NudgingQGConfig, path, overrides)
 
 
-__all__ = ["Float32Net", "NudgingQGConfig", "climate_stats", "config_from_file", "load_generated", "reference_run", "run"]
+__all__ = ["Float32Net", "NudgingQGConfig", "climate_stats", "config_from_file", "load_generated", "reference_run",
+           "run"]
