@@ -13,9 +13,7 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
-import types
 import warnings
 from pathlib import Path
 
@@ -35,27 +33,12 @@ from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM  # noqa: E402
 
 
 def import_climlab():
-    """climlab imports ``six`` and ``pooch`` for parts the EBM does not use; stub them when they are missing."""
-    for name in ("six", "pooch"):
-        try:
-            __import__(name)
-        except ImportError:
-            mod = types.ModuleType(name)
-            mod.u, mod.string_types, mod.binary_type = (lambda s: s), (str,), bytes
-
-            def add_metaclass(meta):
-                def deco(cls):
-                    d = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
-                    return meta(cls.__name__, cls.__bases__, d)
-                return deco
-
-            mod.add_metaclass = add_metaclass
-            sys.modules[name] = mod
+    """climlab (the peer), or None when it is not installed (``pip install -e .[bench]``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             import climlab
-        except Exception:  # noqa: BLE001
+        except ImportError:
             return None
     return climlab
 

@@ -1,7 +1,5 @@
 """The EBM and its insolation compared with independent references: climlab (same parameters) and quadrature."""
 
-import sys
-import types
 import warnings
 
 import equinox as eqx
@@ -14,22 +12,7 @@ from nemic.models.ebm import DiffusiveEBM, annual_mean_insolation, daily_insolat
 
 
 def import_climlab():
-    """Import climlab; it needs ``six`` and ``pooch`` only for parts the EBM does not use, so stub them if absent."""
-    for name in ("six", "pooch"):
-        try:
-            __import__(name)
-        except ImportError:
-            mod = types.ModuleType(name)
-            mod.u, mod.string_types, mod.binary_type = (lambda s: s), (str,), bytes
-
-            def add_metaclass(meta):
-                def deco(cls):
-                    d = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
-                    return meta(cls.__name__, cls.__bases__, d)
-                return deco
-
-            mod.add_metaclass = add_metaclass
-            sys.modules[name] = mod
+    """Import climlab (a test dependency) without its warnings about optional Fortran extensions."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pytest.importorskip("climlab")
@@ -47,7 +30,7 @@ def test_equilibrium_matches_climlab_on_the_same_grid_and_timestep():
 
 
 def test_daily_insolation_matches_climlab():
-    climlab = import_climlab()
+    import_climlab()
     from climlab.solar.insolation import daily_insolation as cl_daily
 
     lat = np.linspace(-89.5, 89.5, 37)
