@@ -217,6 +217,24 @@ def test_jit_vmap_grad_and_checkpointed_gradient():
         np.testing.assert_allclose(getattr(g_ck, name), getattr(g, name), rtol=1e-10)
 
 
+def test_spectral_ab3_equals_generic_filtered_ab3_and_rejects_other_processes():
+    """model.stepper() (history and filter in spectral space) is pyqg's scheme built from generic steppers."""
+    from nemic.core.process import FunctionProcess
+    from nemic.core.steppers import AB3, Filtered
+    from nemic.processes.qg_closures import Smagorinsky
+
+    m = get_config("eddy", nx=32)
+    q0 = smooth_random(m, jax.random.key(8), scale=1e5)
+    generic = Filtered(AB3(startup="euler"), m.spectral_filter)
+    for proc in (m, m + Smagorinsky(m, 0.15)):
+        a = rollout(proc, m.stepper(), QGState(q=q0), dt=3600.0, n_steps=300, save_every=300).final.q
+        b = rollout(proc, generic, QGState(q=q0), dt=3600.0, n_steps=300, save_every=300).final.q
+        assert float(jnp.max(jnp.abs(b - q0)) / jnp.max(jnp.abs(q0))) > 0.1  # the flow has changed
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-11 * float(jnp.max(jnp.abs(b))))
+    with pytest.raises(ConfigError, match="SpectralAB3 steps a TwoLayerQG"):
+        rollout(FunctionProcess(lambda s, t: s), m.stepper(), QGState(q=q0), dt=3600.0, n_steps=2)
+
+
 def test_float32_runs_in_float32_and_tracks_float64():
     m = get_config("eddy", nx=32)
     q0 = smooth_random(m, jax.random.key(6))
