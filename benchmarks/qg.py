@@ -1,21 +1,30 @@
-"""Benchmark of the two-layer QG model against pyqg-jax (measured in the same run when installed).
+"""Benchmark of the two-layer QG model against pyqg-jax and pyqg (measured in the same run when installed).
 
 Measures (CPU or whatever JAX device is default):
   * ms per step at nx = 64 and 256, float64 and float32 (dt = 3600 s, eddy configuration, AB3 + filter), for
     nemic and pyqg-jax; compile time reported separately;
+  * at float64, the original pyqg (NumPy + Cython + FFTW) with ``ntd`` = 1 and 2 FFTW/OpenMP threads, run by
+    ``benchmarks/qg_pyqg_timing.py`` in a subprocess: in the current interpreter if it can import pyqg, or in
+    the interpreter given by ``--pyqg-python`` (or the environment variable ``PYQG_PYTHON``); skipped otherwise;
   * an ensemble of 8 members at nx = 64 via ``vmap`` (ms per member-step);
   * gradient / forward time ratio through 100 and 1000 steps with nested checkpointing (nemic), and the
     compiled program's peak temporary memory from XLA's memory analysis.
 
-Usage: ``python benchmarks/qg.py [--quick] [--repeats N]``; writes ``benchmarks/results/qg.json``.
+Usage: ``python benchmarks/qg.py [--quick] [--repeats N] [--pyqg-python PATH] [--per-step-only]``; writes
+``benchmarks/results/qg.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +38,8 @@ from nemic.core.rollout import rollout  # noqa: E402
 from nemic.models.qg import QGState, get_config  # noqa: E402
 
 DT = 3600.0
+# Goals of the speed issue: pyqg's single-thread FFTW build on a 2-core CPU machine, ms per step, float64.
+GOAL_MS = {64: 0.23, 256: 4.0}
 
 
 def timed(fn, *args, repeats=5):
@@ -73,6 +84,40 @@ def pyqg_runner(m, n, dtype):
     return jax.jit(run)
 
 
+def pyqg_python(option: str | None) -> str | None:
+    """Interpreter that can import pyqg: ``option``, else $PYQG_PYTHON, else this one if it has pyqg, else None."""
+    if option or os.environ.get("PYQG_PYTHON"):
+        python = option or os.environ["PYQG_PYTHON"]
+        if not os.access(python, os.X_OK):
+            raise SystemExit(f"pyqg interpreter {python!r} is not an executable file")
+        return python
+    return sys.executable if importlib.util.find_spec("pyqg") is not None else None
+
+
+def pyqg_times(python, m, q0, n, *, ntds, repeats, wait_policy):
+    """ms per step of pyqg for each ``ntd`` in ``ntds`` (see ``benchmarks/qg_pyqg_timing.py``), or an error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "q0.npy", np.asarray(q0, dtype=np.float64))
+        spec = {"cases": [{"nx": m.nx, "steps": n, "ntd": k, "q0": str(Path(tmp) / "q0.npy")} for k in ntds],
+                "repeats": repeats, "warmup": 10, "dt": DT,
+                "params": {"rek": float(m.rek), "delta": float(m.delta), "beta": float(m.beta), "L": float(m.L),
+                           "rd": float(m.rd), "H1": float(m.H1), "U1": float(m.U1), "U2": float(m.U2),
+                           "filterfac": float(m.filterfac)}}
+        (Path(tmp) / "spec.json").write_text(json.dumps(spec))
+        # pyqg's Cython loops (system libgomp) and pyFFTW's threads (its own bundled libgomp) are two OpenMP
+        # runtimes; with the default spin-waiting they starve each other on a shared 2-core machine (hundreds
+        # of ms per step at ntd=2), so the wait policy is set (PASSIVE by default) and recorded.
+        env = {**os.environ, "OMP_WAIT_POLICY": wait_policy}
+        script = Path(__file__).with_name("qg_pyqg_timing.py")
+        r = subprocess.run([python, str(script), str(Path(tmp) / "spec.json")], capture_output=True, text=True,
+                           env=env)
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or ["exit code %d" % r.returncode])[-1]}
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["omp_wait_policy"] = wait_policy
+    return out
+
+
 def peak_temp_bytes(fn, *args):
     try:
         ma = jax.jit(fn).lower(*args).compile().memory_analysis()
@@ -86,7 +131,15 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-grad-256", action="store_true")
+    ap.add_argument("--per-step-only", action="store_true", help="skip the ensemble and gradient parts")
+    ap.add_argument("--pyqg-python", default=None,
+                    help="python interpreter with pyqg + pyFFTW installed (default: $PYQG_PYTHON, or this one)")
+    ap.add_argument("--pyqg-ntd", default="1,2", help="comma-separated pyqg thread counts (ntd)")
+    ap.add_argument("--pyqg-omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE"])
     args = ap.parse_args()
+    pyqg_py = pyqg_python(args.pyqg_python)
+    ntds = [int(k) for k in args.pyqg_ntd.split(",") if k]
+    print(f"pyqg interpreter: {pyqg_py or 'none (pyqg not measured)'}", flush=True)
     try:
         import pyqg_jax  # noqa: F401
         have_peer = True
@@ -94,7 +147,8 @@ def main():
         have_peer = False
 
     rows, results = [], {"device": str(jax.devices()[0]), "platform": platform.platform(),
-                         "jax": jax.__version__, "dt": DT, "per_step": [], "ensemble": [], "gradient": []}
+                         "jax": jax.__version__, "dt": DT, "per_step": [], "ensemble": [], "gradient": [],
+                         "pyqg": [], "goal_ms_float64": GOAL_MS}
     for nx, n in ((64, 200 if args.quick else 1000), (256, 20 if args.quick else 100)):
         m = get_config("eddy", nx=nx)
         for dtype in (jnp.float64, jnp.float32):
@@ -108,6 +162,22 @@ def main():
             results["per_step"].append(entry)
             rows.append(entry)
             print(entry, flush=True)
+            if pyqg_py and dtype == jnp.float64:
+                pq = pyqg_times(pyqg_py, m, q0, n, ntds=ntds, repeats=args.repeats,
+                                wait_policy=args.pyqg_omp_wait_policy)
+                print({"pyqg": pq}, flush=True)
+                if "error" in pq:
+                    entry["pyqg_error"] = pq["error"]
+                else:
+                    results["pyqg"].append(pq)
+                    for c in pq["cases"]:
+                        entry[f"pyqg_ntd{c['ntd']}_ms"] = c["ms_per_step"]
+                        entry[f"nemic_speedup_vs_pyqg_ntd{c['ntd']}"] = c["ms_per_step"] / entry["nemic_ms"]
+
+    print_per_step(rows, ntds)
+    if args.per_step_only:
+        write(results)
+        return
 
     # ensemble of 8 at nx = 64 via vmap
     m = get_config("eddy", nx=64)
@@ -146,11 +216,7 @@ def main():
             results["gradient"].append(g)
             print(g, flush=True)
 
-    print("\n| nx | dtype | nemic ms/step | pyqg-jax ms/step | speed-up |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['nx']} | {r['dtype']} | {r['nemic_ms']:.3f} | {r.get('pyqg_jax_ms', float('nan')):.3f} | "
-              f"{r.get('speedup', float('nan')):.2f} |")
+    print_per_step(rows, ntds)
     print(f"\nensemble of 8 at nx=64: {e['ms_per_member_step']:.3f} ms per member-step "
           f"(single run {e['single_ms_per_step']:.3f} ms/step)")
     print("\n| nx | steps | grad/forward | peak MiB (checkpointed) | peak MiB (plain) |")
@@ -159,6 +225,33 @@ def main():
         mb = lambda b: float("nan") if b is None else b / 2**20  # noqa: E731
         print(f"| {g['nx']} | {g['steps']} | {g['ratio']:.2f} | {mb(g['grad_peak_bytes']):.1f} | "
               f"{mb(g['grad_peak_bytes_no_checkpoint']):.1f} |")
+    write(results)
+
+
+def print_per_step(rows, ntds):
+    """Markdown tables of ms per step: nemic vs pyqg-jax (both dtypes), and float64 vs pyqg and the goals."""
+    nan = float("nan")
+    print("\n| nx | dtype | nemic ms/step | pyqg-jax ms/step | speed-up |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['nx']} | {r['dtype']} | {r['nemic_ms']:.3f} | {r.get('pyqg_jax_ms', nan):.3f} | "
+              f"{r.get('speedup', nan):.2f} |")
+    head = " | ".join(f"pyqg ntd={k} ms/step" for k in ntds)
+    ratio = " | ".join(f"pyqg ntd={k} / nemic" for k in ntds)
+    print(f"\nfloat64 (ratios > 1: nemic faster)\n| nx | nemic ms/step | pyqg-jax ms/step | {head} | "
+          f"pyqg-jax / nemic | {ratio} | goal ms | goal / nemic |")
+    print("|---|---|---|" + "---|" * len(ntds) + "---|" + "---|" * len(ntds) + "---|---|")
+    for r in rows:
+        if r["dtype"] != "float64":
+            continue
+        pq = " | ".join(f"{r.get(f'pyqg_ntd{k}_ms', nan):.3f}" for k in ntds)
+        pr = " | ".join(f"{r.get(f'pyqg_ntd{k}_ms', nan) / r['nemic_ms']:.2f}" for k in ntds)
+        goal = GOAL_MS.get(r["nx"], nan)
+        print(f"| {r['nx']} | {r['nemic_ms']:.3f} | {r.get('pyqg_jax_ms', nan):.3f} | {pq} | "
+              f"{r.get('speedup', nan):.2f} | {pr} | {goal} | {goal / r['nemic_ms']:.2f} |")
+
+
+def write(results):
     out = Path(__file__).parent / "results" / "qg.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
