@@ -30,8 +30,25 @@ class CircularConv2d(eqx.Module):
         self.pad = kernel_size // 2
 
     def __call__(self, x):
+        return jnp.moveaxis(self.apply_hwc(jnp.moveaxis(x, 0, -1)), -1, 0)
+
+    def apply_hwc(self, x):
+        """The same convolution on channels-last data (..., H, W, C_in) -> (..., H, W, C_out).
+
+        XLA's CPU backend runs channels-last convolutions far faster than channels-first ones inside loops
+        (measured 5.3 vs 40 ms per step of a 4 x 32-channel network at 64 x 64 in a ``lax.scan``), so the network
+        works channels-last internally; the weights keep ``eqx.nn.Conv2d``'s (O, I, kh, kw) layout.
+        """
         p = self.pad
-        return self.conv(jnp.pad(x, ((0, 0), (p, p), (p, p)), mode="wrap"))
+        lead = x.shape[:-3]
+        x = x.reshape((-1,) + x.shape[-3:])
+        x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="wrap")
+        w = jnp.transpose(self.conv.weight, (2, 3, 1, 0))  # (kh, kw, I, O)
+        y = jax.lax.conv_general_dilated(x, w.astype(x.dtype), (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.conv.bias is not None:
+            y = y + self.conv.bias.reshape(-1).astype(y.dtype)
+        return y.reshape(lead + y.shape[1:])
 
 
 class CircularCNN(eqx.Module):
@@ -70,9 +87,10 @@ class CircularCNN(eqx.Module):
         self.zero_mean = zero_mean
 
     def __call__(self, x):
+        x = jnp.moveaxis(x, -3, -1)  # channels-last inside (see CircularConv2d.apply_hwc)
         for layer in self.layers[:-1]:
-            x = jax.nn.relu(layer(x))
-        y = self.layers[-1](x)
+            x = jax.nn.relu(layer.apply_hwc(x))
+        y = jnp.moveaxis(self.layers[-1].apply_hwc(x), -1, -3)
         if self.zero_mean:
             y = y - jnp.mean(y, axis=(-2, -1), keepdims=True)
         return y
