@@ -93,3 +93,25 @@ def test_energy_budget_closes(cfg):
     assert np.all(np.asarray(b["KEfrictionspec"]) <= 0) and b["KEflux"].shape == b["kr"].shape
     # the filter only removes energy
     assert float(dg.filter_dissipation(m, q, 3600.0)) <= 0
+
+
+def test_parameterization_energy_flux_splits_dKE_and_dAPE():
+    """The KE and APE parts of a closure's energy tendency equal d(KE)/dt and d(APE)/dt along it (by jax.jvp)."""
+    from nemic.processes.qg_closures import BackscatterBiharmonic
+
+    m = get_config("eddy", nx=32)
+    q = smooth_random(m, jax.random.key(9))
+    dq = BackscatterBiharmonic(m).tendency(QGState(q=q), 0.0).q
+    # band-limit q and dq: velocities from irfft2 drop the Nyquist modes' derivatives, Parseval sums do not
+    mask = sp.dealias_mask(m.nx, m.ny)
+    q, dq = m.ifft(m.fft(q) * mask), m.ifft(m.fft(dq) * mask)
+    flux = dg.parameterization_energy_flux(m, q, dq, isotropic=False)
+    w = jnp.asarray(sp.rfft_weights(m.nx))
+    _, dke = jax.jvp(lambda x: dg.kinetic_energy(m, x), (q,), (dq,))
+    _, dape = jax.jvp(lambda x: dg.potential_energy(m, x), (q,), (dq,))
+    np.testing.assert_allclose(float(jnp.sum(w * flux["KEflux"])), float(dke), rtol=1e-10)
+    np.testing.assert_allclose(float(jnp.sum(w * flux["APEflux"])), float(dape), rtol=1e-10)
+    assert abs(float(dape)) > 1e-3 * abs(float(dke))  # both parts are exercised
+    iso = dg.parameterization_energy_flux(m, q, dq)
+    np.testing.assert_allclose(float(jnp.sum(iso["KEflux"])) * float(iso["kr"][1] - iso["kr"][0]), float(dke),
+                               rtol=1e-10)

@@ -34,6 +34,27 @@ def test_similarity_is_one_for_a_perfect_closure_and_zero_for_none():
     assert ex.similarity(lr, lr, hr)["mean"] == pytest.approx(0.0)
 
 
+def test_summarize_adds_the_closure_energy_flux_and_distances_use_resolved_scales():
+    from nemic.models.qg import QGState
+    from nemic.models.qg import diagnostics as dg
+
+    m = get_config("eddy", nx=16)
+    q = jnp.asarray(1e-6 * np.random.default_rng(2).normal(size=(3, 2, 16, 16)))
+    c = BackscatterBiharmonic(m)
+    plain, with_c = ex.summarize(m, q), ex.summarize(m, q, c)
+    extra = np.mean([np.asarray(dg.parameterization_energy_flux(m, x, c.tendency(QGState(q=x), 0.0).q)["KEflux"])
+                     for x in q], axis=0)
+    np.testing.assert_allclose(with_c["KEflux"] - plain["KEflux"], extra, rtol=1e-9, atol=1e-30)
+    np.testing.assert_array_equal(with_c["KEspec1"], plain["KEspec1"])
+    # a difference beyond the resolved wavenumbers does not count in the spectral distances
+    other = dict(plain)
+    other["KEspec1"] = np.where(plain["kr"] >= plain["kmax"], plain["KEspec1"] * 10, plain["KEspec1"])
+    assert np.any(plain["kr"] >= plain["kmax"]) and ex.distances(other, plain)["KEspec1"] == 0.0
+    assert ex.start_indices(10, 3) == [0, 3, 6]
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        ex.start_indices(10, 0)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("qgdata")
@@ -72,7 +93,9 @@ def test_offline_then_online_training_and_evaluation(data_dir, tmp_path):
     back, _ = ex.load_closure(tmp_path / "cnn")
     np.testing.assert_array_equal(back.net.layers[0].conv.weight, trained.net.layers[0].conv.weight)
     m = ex.evaluate(data_dir, {"backscatter": BackscatterBiharmonic(lo), "cnn_online": back}, tmp_path / "eval",
-                    n_steps=24, save_every=4)
+                    n_steps=24, save_every=4, spinup_steps=4, n_runs=2)
+    assert m["n_runs"] == 2 and m["start_snapshots"] == [0, 12]
+    assert m["runs"]["low_res"]["snapshots"] == 2 * 6 and not m["runs"]["cnn_online"]["blowups"]
     for name in ("backscatter", "cnn_online"):
         assert np.isfinite(m["closures"][name]["mean"])
         assert m["closures"][name]["min"] <= m["closures"][name]["mean"] <= 1.0

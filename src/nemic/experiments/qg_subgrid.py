@@ -306,20 +306,51 @@ def wasserstein1(a, b, n_quantiles: int = 1000) -> float:
     return float(np.sum(np.abs(qa - qb) * np.diff(p)))
 
 
-def summarize(lo, q) -> dict:
-    """Time-mean spectra, budget terms and pooled samples of a low-resolution run ``q`` (n, 2, ny, nx)."""
-    return {k: np.asarray(v) for k, v in _summarize(lo, jnp.asarray(q)).items()}
+def resolved_kmax(lo) -> float:
+    """Largest wavenumber (rad/m) the spectral distances use: where the model's exponential filter starts
+    (``kappa* = 0.65 pi``, about 2/3 of the Nyquist wavenumber), as in the benchmark's ``spectral_rmse``."""
+    return float(0.65 * np.pi / max(lo.dx, lo.dy))
+
+
+def summarize(lo, q, closure=None) -> dict:
+    """Time-mean spectra, budget terms and pooled samples of low-resolution PV ``q`` (n, 2, ny, nx).
+
+    With a ``closure`` (the Process added to ``lo`` in the run that produced ``q``), its contributions to the KE
+    and APE fluxes (:func:`nemic.models.qg.diagnostics.parameterization_energy_flux`) are added to ``KEflux`` and
+    ``APEflux``, as the benchmark does (Ross et al. 2023, section 3.3).
+    """
+    out = {k: np.asarray(v) for k, v in _summarize(lo, jnp.asarray(q), closure).items()}
+    out["kmax"] = resolved_kmax(lo)
+    return out
 
 
 @eqx.filter_jit
-def _summarize(lo, q):
+def _summarize(lo, q, closure):
     from nemic.models.qg import diagnostics as dg
+    from nemic.models.qg.model import QGState
 
-    ke = jax.vmap(lambda x: dg.ke_spectrum(lo, x)[1])(q).mean(0)
-    ens = jax.vmap(lambda x: dg.enstrophy_spectrum(lo, x)[1])(q).mean(0)
-    bud = jax.vmap(lambda x: {k: v for k, v in dg.energy_budget(lo, x).items() if k != "kr"})(q)
+    ke = jax.lax.map(lambda x: dg.ke_spectrum(lo, x)[1], q).mean(0)
+    ens = jax.lax.map(lambda x: dg.enstrophy_spectrum(lo, x)[1], q).mean(0)
+
+    def budget(x):
+        b = {k: v for k, v in dg.energy_budget(lo, x).items() if k != "kr"}
+        if closure is not None:
+            dq = closure.tendency(QGState(q=x), 0.0).q
+            p = dg.parameterization_energy_flux(lo, x, dq)
+            b["KEflux"] = b["KEflux"] + p["KEflux"]
+            b["APEflux"] = b["APEflux"] + p["APEflux"]
+        return b
+
+    bud = jax.lax.map(budget, q)
     kr = jnp.asarray(dg.ke_spectrum(lo, q[0])[0])
-    u, v = jax.vmap(lambda x: lo.velocities(lo.invert(lo.fft(x))))(q)
+    _, _, wv2 = lo.grid(q.dtype)
+
+    def fields(x):
+        ph = lo.invert(lo.fft(x))
+        u, v = lo.velocities(ph)
+        return u, v, lo.ifft(-wv2 * ph)
+
+    u, v, xi = jax.lax.map(fields, q)
     out = {"kr": kr, "KEspec1": ke[0], "KEspec2": ke[1], "Ensspec1": ens[0], "Ensspec2": ens[1]}
     out.update({k: bud[k].mean(0) for k in ("KEflux", "APEflux", "APEgenspec", "KEfrictionspec")})
     for i in (0, 1):
@@ -327,18 +358,26 @@ def _summarize(lo, q):
         out[f"u{i + 1}"] = u[:, i]
         out[f"v{i + 1}"] = v[:, i]
         out[f"KE{i + 1}"] = (u[:, i] ** 2 + v[:, i] ** 2) / 2
+        out[f"Ens{i + 1}"] = xi[:, i] ** 2
     return out
 
 
 SPECTRAL_METRICS = ("KEspec1", "KEspec2", "Ensspec1", "Ensspec2", "KEflux", "APEflux", "APEgenspec",
                     "KEfrictionspec")
-DISTRIBUTION_METRICS = ("q1", "q2", "u1", "u2", "v1", "v2", "KE1", "KE2")
+DISTRIBUTION_METRICS = ("q1", "q2", "u1", "u2", "v1", "v2", "KE1", "KE2", "Ens1", "Ens2")
 
 
 def distances(a: dict, b: dict) -> dict:
-    """Distance per metric between two :func:`summarize` results: RMS difference of the curves over wavenumber
-    for spectra and budget terms, Wasserstein-1 for the marginal distributions."""
-    d = {k: float(np.sqrt(np.mean((a[k] - b[k]) ** 2))) for k in SPECTRAL_METRICS}
+    """Distance per metric between two :func:`summarize` results.
+
+    Spectra and budget terms: RMS difference of the time-mean isotropic curves over the resolved wavenumbers
+    ``kr < kmax`` (:func:`resolved_kmax`); marginal distributions (PV, velocities, kinetic energy and squared
+    relative vorticity of each layer, pooled over space and time): Wasserstein-1 distance. As the benchmark's
+    ``diagnostic_differences`` (Ross et al. 2023, section 3.3), on the low-resolution grid.
+    """
+    kmax = min(a.get("kmax", np.inf), b.get("kmax", np.inf))
+    sel = np.asarray(a["kr"]) < kmax
+    d = {k: float(np.sqrt(np.mean((a[k][sel] - b[k][sel]) ** 2))) for k in SPECTRAL_METRICS}
     d.update({k: wasserstein1(a[k], b[k]) for k in DISTRIBUTION_METRICS})
     return d
 
@@ -355,33 +394,47 @@ def similarity(param: dict, low: dict, high: dict) -> dict:
     return {"per_metric": s, "mean": float(np.mean(vals)), "min": float(np.min(vals))}
 
 
-def run_closure(lo, closure, q0, *, dt: float, n_steps: int, save_every: int, spinup_steps: int = 0):
-    """Free run of ``lo (+ closure)`` from ``q0``; returns saved PV (n, 2, ny, nx) after ``spinup_steps``."""
+def run_closure(lo, closure, q0, *, dt: float, n_steps: int, save_every: int, spinup_steps: int = 0,
+                return_blowup: bool = False):
+    """Free run of ``lo (+ closure)`` from ``q0``; returns the saved PV (n, 2, ny, nx) after ``spinup_steps``
+    (and, with ``return_blowup``, the blow-up message or None). A run that blows up is scored on the part before
+    the blow-up."""
     import warnings
 
     from nemic.core.errors import BlowUpError
     from nemic.models.qg.model import QGState
 
+    blew = None
     try:
         tr = lo.run(QGState(q=jnp.asarray(q0)), dt=dt, n_steps=n_steps, save_every=save_every, extra=closure)
     except BlowUpError as e:
         warnings.warn(f"run blew up ({e}); scoring the part before the blow-up", RuntimeWarning, stacklevel=2)
-        tr = e.trajectory
+        tr, blew = e.trajectory, str(e)
     keep = np.asarray(tr.t) >= spinup_steps * dt
-    return np.asarray(tr.states.q)[keep]
+    q = np.asarray(tr.states.q)[keep]
+    return (q, blew) if return_blowup else q
+
+
+def start_indices(n_snapshots: int, n_runs: int) -> list[int]:
+    """Indices of ``n_runs`` starting snapshots spread evenly over a dataset of ``n_snapshots``."""
+    if n_runs < 1:
+        raise ConfigError(f"the number of free runs must be >= 1, got {n_runs}")
+    return sorted({int(i) for i in np.linspace(0, n_snapshots - 1, n_runs + 1)[:-1].round()})
 
 
 def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator: str = "op1",
-             n_steps: int | None = None, save_every: int | None = None, spinup_steps: int = 0,
-             plots: bool = True) -> dict:
+             n_steps: int | None = None, save_every: int | None = None, spinup_steps: int = 0, n_runs: int = 1,
+             plots: bool = True, progress: bool = False) -> dict:
     """Score closures against the coarse-grained high-resolution data with the benchmark's similarity metrics.
 
     Args:
         data_dir: directory written by :func:`generate`.
         closures: ``{name: Process or None}`` (None: the unparameterized model, always added as "low_res").
         out: output directory (``metrics.json``, ``spectra.png``, ``snapshots.png``).
-        n_steps, save_every: length and sampling of the free runs (default: the dataset's span and spacing).
-        spinup_steps: steps discarded at the start of the free runs.
+        n_steps, save_every: length and sampling of each free run (default: the dataset's span and spacing).
+        spinup_steps: steps discarded at the start of each free run.
+        n_runs: free runs per closure (an ensemble), started from coarse-grained high-resolution snapshots
+            spread over the dataset; their kept snapshots are pooled (the benchmark averages over runs too).
     """
     ds, lo = load_dataset(data_dir, operator)
     dt = float(ds.attrs["dt"])
@@ -391,18 +444,32 @@ def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator:
     if n_steps is None:
         n_steps = int(round((t[-1] - t[0]) / dt)) or save_every
     n_steps -= n_steps % save_every
+    if spinup_steps >= n_steps:
+        raise ConfigError(f"spinup_steps ({spinup_steps}) must be shorter than the runs ({n_steps} steps)")
     out = ensure_writable_dir(out)
     q_hr = ds["q"].values
     high = summarize(lo, q_hr)
-    q0 = q_hr[0]
-    runs = {"low_res": run_closure(lo, None, q0, dt=dt, n_steps=n_steps, save_every=save_every,
-                                   spinup_steps=spinup_steps)}
-    for name, c in closures.items():
-        runs[name] = run_closure(lo, c, q0, dt=dt, n_steps=n_steps, save_every=save_every,
-                                 spinup_steps=spinup_steps)
-    summ = {k: summarize(lo, v) for k, v in runs.items()}
+    starts = start_indices(q_hr.shape[0], n_runs)
+    runs, summ, info = {}, {}, {}
+    for name, c in {"low_res": None, **closures}.items():
+        t0 = time.perf_counter()
+        parts, blowups = [], []
+        for i in starts:
+            q, blew = run_closure(lo, c, q_hr[i], dt=dt, n_steps=n_steps, save_every=save_every,
+                                  spinup_steps=spinup_steps, return_blowup=True)
+            parts.append(q)
+            if blew:
+                blowups.append(blew)
+            if progress:
+                print(f"  {name}: run from snapshot {i} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+        runs[name] = np.concatenate([p for p in parts if len(p)]) if any(len(p) for p in parts) else parts[0]
+        summ[name] = summarize(lo, runs[name], c)
+        info[name] = {"wall_s": time.perf_counter() - t0, "blowups": blowups, "snapshots": int(len(runs[name]))}
     metrics = {"operator": operator, "config": ds.attrs.get("config"), "nx_lo": lo.nx, "n_steps": n_steps,
-               "dt": dt, "distances_low_res": distances(summ["low_res"], high), "closures": {}}
+               "save_every": save_every, "spinup_steps": spinup_steps, "n_runs": len(starts), "dt": dt,
+               "start_snapshots": starts, "hr_snapshots": int(q_hr.shape[0]),
+               "resolved_kmax": resolved_kmax(lo), "runs": info,
+               "distances_low_res": distances(summ["low_res"], high), "closures": {}}
     for name in closures:
         metrics["closures"][name] = similarity(summ[name], summ["low_res"], high)
     write_json(metrics, out / "metrics.json")

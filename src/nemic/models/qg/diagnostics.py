@@ -124,6 +124,35 @@ def energy_budget(model: TwoLayerQG, q, isotropic: bool = True) -> dict:
     return out
 
 
+def parameterization_energy_flux(model: TwoLayerQG, q, dq, isotropic: bool = True) -> dict:
+    """Energy tendency of an added PV tendency ``dq`` (2, ny, nx) (a closure), split into KE and APE parts.
+
+    With ``dpsi = A dq`` the streamfunction tendency (``A = (S - kappa^2 I)^-1``, ``S`` the stretching matrix),
+    ``paramspec_KEflux = sum_i (H_i/H) kappa^2 Re(conj(psi_i) dpsi_i) / M^2`` and ``paramspec_APEflux =
+    -sum_i (H_i/H) Re(conj(psi_i) (S dpsi)_i) / M^2``; their sum is the projection of ``dq`` on ``-psi`` (the
+    closure's contribution to dE/dt). These are the terms pyqg adds to ``KEflux`` and ``APEflux`` when comparing
+    parameterized and unparameterized runs (Ross et al. 2023, section 3.3). Units and layout as
+    :func:`energy_budget`; returns ``{"KEflux": ..., "APEflux": ...}`` (+ ``kr`` if isotropic).
+    """
+    dt = q.dtype
+    _, _, wv2 = model.grid(dt)
+    ph = model.invert(model.fft(q))
+    dph = model.invert(model.fft(dq))
+    F1, F2 = jnp.asarray(model.F1, dt), jnp.asarray(model.F2, dt)
+    s_dph = jnp.stack([F1 * (dph[1] - dph[0]), F2 * (dph[0] - dph[1])])
+    w = _wH(model, dt)[:, None, None]
+    out = {
+        "KEflux": jnp.sum(w * wv2 * jnp.real(jnp.conj(ph) * dph), axis=0) / model.M**2,
+        "APEflux": -jnp.sum(w * jnp.real(jnp.conj(ph) * s_dph), axis=0) / model.M**2,
+    }
+    if isotropic:
+        kr = None
+        for name in list(out):
+            kr, out[name] = sp.isotropic_spectrum(out[name], model.nx, model.ny, model.L, model.W)
+        out["kr"] = jnp.asarray(kr)
+    return out
+
+
 def energy_budget_totals(model: TwoLayerQG, q) -> dict:
     """Domain totals of the budget terms (m^2 s^-3): each term of :func:`energy_budget` summed over all modes."""
     b = energy_budget(model, q, isotropic=False)
