@@ -89,12 +89,25 @@ def test_tiny_end_to_end_command_writes_cf_nudging_tendencies(tmp_path):
                                    "--no-progress"])
     assert res.exit_code == 0, res.output
     for f in ("metrics.json", "nudged_run.nc", "free_runs.nc", "ke_spectra.png", "energy_series.png",
-              "nudging_tendency.png"):
+              "nudging_tendency.png", "bias_spread.png", "correction/closure.eqx", "correction/closure.json"):
         assert (out / f).stat().st_size > 0, f
     m = json.loads((out / "metrics.json").read_text())
     assert m["config"]["nx_hi"] == 32 and m["config"]["nx_lo"] == 16
-    for name in ("low_res", "nudging_corrected"):
-        assert m["models"][name]["stable"] and np.isfinite(m["models"][name]["KE"])
+    assert m["validation"]["chosen_scale"] in (0.5, 1.0) and m["test_starts"] == [0, 2]
+    for name in ("low_res", "nudging_corrected", "backscatter"):
+        assert m["models"][name]["all_stable"]
+        b = m["models"][name]["biases"]["KE"]
+        assert len(b["per_start"]) == 2 and np.isfinite(b["mean"]) and b["std"] >= 0
+        assert 0 <= m["guard"]["free_runs"][name]["flagged_fraction"] <= 1
+    # the saved correction reloads and gives the same tendency as a fresh fit would have stored
+    from nemic.experiments.qg_subgrid import load_closure
+    c, hyper = load_closure(out / "correction")
+    assert hyper["mode"] == "nudging" and c.tendency(type("S", (), {"q": jnp.zeros((2, 16, 16))})(), 0.0).q.shape \
+        == (2, 16, 16)
+    with xr.open_dataset(out / "free_runs.nc", engine="h5netcdf") as ds:
+        assert ds["KE_low_res"].shape[0] == 2 and ds["KE_low_res"].attrs["units"] == "m2 s-2"
+        np.testing.assert_allclose(np.nanmean(ds["KE_low_res"].values, axis=1).mean() / m["reference_climate"]["KE"]
+                                   - 1, m["models"]["low_res"]["biases"]["KE"]["mean"], rtol=1e-9)
     with xr.open_dataset(out / "nudged_run.nc", engine="h5netcdf") as ds:
         assert ds.attrs["Conventions"].startswith("CF")
         v = ds["q_nudging_tendency"]

@@ -103,19 +103,25 @@ def qg(
     train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Adam steps of the CNN fit."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file with NudgingQGConfig settings."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (network initialisation, batches)."),
+    compare: Optional[list[str]] = typer.Option(None, "--compare", help="Closure to compare on the test starts: "
+                                                "'backscatter' or a directory saved by `nemic qg train` "
+                                                "(repeatable; default: backscatter)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Two-layer QG: nudge the low-resolution model toward the coarse-grained high-resolution model restarted from
-    DATA, learn a CNN correction from the nudging tendencies and compare the climates of free runs with and without
-    it against DATA/op1.nc (metrics.json, nudged_run.nc, free_runs.nc, PNG plots)."""
+    DATA, learn a CNN correction from the nudging tendencies, choose its output scale on validation free runs and
+    compare free runs from several test starts (uncorrected, corrected, scaled, subgrid closures) against
+    DATA/op1.nc (metrics.json, nudged_run.nc, free_runs.nc, correction/, PNG plots)."""
     import jax
     from rich.console import Console
+    from rich.table import Table
 
     jax.config.update("jax_enable_x64", True)
     from nemic.experiments.nudging_qg import config_from_file, run
 
     overrides = {k: v for k, v in (("days", days), ("tau_days", tau_days), ("spectral_cutoff", spectral_cutoff),
-                                   ("free_years", free_years), ("train_steps", train_steps), ("seed", seed))
+                                   ("free_years", free_years), ("train_steps", train_steps), ("seed", seed),
+                                   ("compare", tuple(compare) if compare else None))
                  if v is not None}
     cfg = config_from_file(config, overrides)
     console = Console()
@@ -124,11 +130,21 @@ def qg(
     ref = m["reference_climate"]
     console.print(f"high res (op1): KE {ref['KE']:.3e}, KE1 {ref['KE1']:.3e}, KE2 {ref['KE2']:.3e} m2 s-2, "
                   f"enstrophy {ref['enstrophy']:.3e} s-2")
+    nr = m["nudged_run"]
+    console.print(f"holdout R2 of the correction (layers 1, 2): {', '.join(f'{r:.3f}' for r in nr['holdout_r2'])}; "
+                  f"scale chosen on validation starts {m['validation']['starts']}: "
+                  f"{m['validation']['chosen_scale']:g}")
+    table = Table(title=f"free-run relative biases (%) over test starts {m['test_starts']}: mean +- std")
+    for col in ("model", "KE", "KE1", "KE2", "enstrophy", "similarity", "guard flags", "stable"):
+        table.add_column(col, justify="right", no_wrap=True)
     for name, v in m["models"].items():
-        b = {k: 100 * v[f"{k}_relative_bias"] for k in ("KE", "KE1", "KE2", "enstrophy")}
-        console.print(f"{name:>17}: KE bias {b['KE']:+.1f} %, KE1 {b['KE1']:+.1f} %, KE2 {b['KE2']:+.1f} %, "
-                      f"enstrophy {b['enstrophy']:+.1f} %, stable: {'yes' if v['stable'] else 'NO'}")
-    console.print(f"holdout R2 of the correction (layers 1, 2): "
-                  f"{', '.join(f'{r:.3f}' for r in m['nudged_run']['holdout_r2'])}; similarity "
-                  f"{m['models']['nudging_corrected']['similarity']['mean']:+.3f}")
+        b = v["biases"]
+        cells = [f"{100 * b[k]['mean']:+.1f} +- {100 * b[k]['std']:.1f}"
+                 + ("*" if b[k].get("reduction_exceeds_spread") else "") for k in ("KE", "KE1", "KE2", "enstrophy")]
+        sim = v.get("similarity")
+        g = m["guard"]["free_runs"][name]["flagged_fraction"]
+        table.add_row(name, *cells, "-" if sim is None else f"{sim['mean']:+.2f} +- {sim['std']:.2f}",
+                      "-" if g is None else f"{100 * g:.0f} %", "yes" if v["all_stable"] else "NO")
+    console.print(table)
+    console.print("* bias reduction against low_res larger than the spread (max of the two standard deviations)")
     console.print(f"wall time: {time.perf_counter() - t0:.1f} s; results in [bold]{Path(out).resolve()}[/bold]")

@@ -37,6 +37,7 @@ import numpy as np
 
 from nemic.core.errors import ConfigError, DataError, check_int_at_least, check_positive
 from nemic.core.output import ensure_writable_dir, write_json, write_netcdf
+from nemic.core.process import AbstractProcess
 from nemic.core.rollout import Trajectory
 
 DAY = 86400.0
@@ -53,10 +54,13 @@ class NudgingQGConfig:
     (at its end) used to measure offline skill; ``widths``/``kernel_sizes``: the CNN; ``train_steps``, ``batch``,
     ``lr``: Adam; ``free_years``, ``free_save_days``, ``free_spinup_days``: free runs and their sampling;
     ``net_float32``: evaluate the network in float32 inside float64 runs (float64 convolutions are several times
-    slower on CPU).
+    slower on CPU). Evaluation: ``val_starts`` / ``test_starts`` are indices of op1 climate snapshots the free runs
+    start from (validation chooses the output scale among ``scales``; test reports mean and spread; they must
+    differ); ``compare``: other closures run on the test starts (``"backscatter"`` or saved closure
+    directories); ``guard_quantile``: training quantile that sets the novelty threshold.
     """
 
-    days: float = 180.0
+    days: float = 360.0
     dt: float = 3600.0
     save_hours: float = 6.0
     tau_days: float = 3.0
@@ -65,14 +69,19 @@ class NudgingQGConfig:
     holdout: float = 0.2
     widths: tuple = (16, 16)
     kernel_sizes: tuple | None = (5, 3, 3)
-    train_steps: int = 800
+    train_steps: int = 2000
     batch: int = 16
     lr: float = 1e-3
-    free_years: float = 2.0
+    free_years: float = 2.5
     free_save_days: float = 5.0
     free_spinup_days: float = 180.0
     net_float32: bool = True
     seed: int = 0
+    val_starts: tuple = (9, 45)
+    test_starts: tuple = (0, 18, 36, 54, 72, 90)
+    scales: tuple = (0.25, 0.5, 0.75, 1.0)
+    compare: tuple = ("backscatter",)
+    guard_quantile: float = 0.99
 
     def __post_init__(self):
         for n in ("days", "dt", "save_hours", "tau_days", "lr", "free_years", "free_save_days"):
@@ -83,6 +92,18 @@ class NudgingQGConfig:
         check_int_at_least("batch", self.batch, 1)
         if self.spectral_cutoff is not None:
             check_int_at_least("spectral_cutoff", self.spectral_cutoff, 0)
+        if not self.test_starts:
+            raise ConfigError("test_starts must name at least one snapshot of the op1 climate")
+        for n in ("val_starts", "test_starts"):
+            for i in getattr(self, n):
+                check_int_at_least(n, i, 0)
+        if set(self.val_starts) & set(self.test_starts):
+            raise ConfigError(f"val_starts {tuple(self.val_starts)} and test_starts {tuple(self.test_starts)} must "
+                              "be different snapshots (the scale is chosen on validation starts only)")
+        if not self.scales or any(not float(a) > 0 for a in self.scales):
+            raise ConfigError(f"scales must be a non-empty list of positive numbers, got {self.scales!r}")
+        if not 0 < self.guard_quantile < 1:
+            raise ConfigError(f"guard_quantile must lie in (0, 1), got {self.guard_quantile}")
         if not 0 < self.holdout < 1:
             raise ConfigError(f"holdout must lie in (0, 1), got {self.holdout}")
         if self.tau_days * DAY < 2 * self.dt:
@@ -101,7 +122,8 @@ class NudgingQGConfig:
     def tiny(cls) -> "NudgingQGConfig":
         """A few-second configuration (for tests; its numbers mean nothing)."""
         return cls(days=4.0, save_hours=3.0, tau_days=0.5, discard_days=0.5, widths=(4,), kernel_sizes=(3, 3),
-                   train_steps=3, batch=4, free_years=6 / 360, free_save_days=1.0, free_spinup_days=1.0)
+                   train_steps=3, batch=4, free_years=6 / 360, free_save_days=1.0, free_spinup_days=1.0,
+                   val_starts=(1,), test_starts=(0, 2), scales=(0.5, 1.0))
 
 
 class Float32Net(eqx.Module):
@@ -193,23 +215,123 @@ def _climate_stats(lo, q):
     return jax.vmap(one)(q)
 
 
-# ====================================================================== the recipe
-def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str | Path = "runs/nudging_qg", *,
-        progress: bool = False, log=print) -> dict[str, Any]:
-    """Run the recipe on the ``nemic qg generate`` directory ``data_dir``; write results into ``out``.
+# ====================================================================== correction, features, ensembles
+class ScaledCorrection(AbstractProcess):
+    """A learned PV correction times a scalar amplitude, optionally without its largest scales.
 
-    Returns the metrics (also written to ``metrics.json``).
+    ``tendency = alpha * P(C(q))`` with ``C`` the correction (a Process on :class:`QGState`, output (2, ny, nx) in
+    s^-2) and ``P`` the projection that zeroes the Fourier modes of integer wavenumber ``sqrt(i^2 + j^2) <
+    remove_below`` (``remove_below = 0``: no projection; ``1.5`` removes the mean and the four domain-scale modes
+    ``|i|, |j| <= 1``). ``alpha`` is a single number chosen on validation free runs (an output-amplitude
+    calibration of the kind used for nudging-trained corrections by Watt-Meyer et al. 2021, GRL 48,
+    e2021GL092555, doi:10.1029/2021GL092555). ``alpha`` is an array leaf (differentiable).
     """
+
+    correction: AbstractProcess
+    alpha: jax.Array
+    remove_below: float = eqx.field(static=True)
+
+    def __init__(self, correction: AbstractProcess, alpha=1.0, remove_below: float = 0.0):
+        if not float(remove_below) >= 0:
+            raise ConfigError(f"remove_below must be >= 0, got {remove_below!r}")
+        self.correction = correction
+        self.alpha = jnp.asarray(alpha, dtype=float)
+        self.remove_below = float(remove_below)
+
+    def tendency(self, state, t):
+        from nemic.models.qg.model import QGState
+
+        out = self.correction.tendency(state, t).q
+        if self.remove_below > 0:
+            ny, nx = out.shape[-2:]
+            j, i = np.fft.fftfreq(ny, 1.0 / ny), np.fft.rfftfreq(nx, 1.0 / nx)
+            keep = (i[None, :] ** 2 + j[:, None] ** 2) >= self.remove_below**2
+            out = jnp.fft.irfft2(jnp.fft.rfft2(out) * jnp.asarray(keep, out.dtype), s=(ny, nx))
+        return QGState(q=self.alpha.astype(out.dtype) * out)
+
+
+def pv_features(lo):
+    """Feature map of one PV state (2, ny, nx) for the novelty guard: shape (1, 6).
+
+    Per layer ``i``: ``log std(q_i)``, the kurtosis ``mean(q'^4) / var(q)^2`` of ``q_i`` and ``log KE_i`` (domain
+    mean of ``|u_i|^2 / 2``, m^2 s^-2). Logarithms make the features O(1), so the detector's relative ridge does
+    not swamp them. Differentiable; works under ``jit``/``vmap``.
+    """
+
+    def feats(q):
+        a = q - jnp.mean(q, axis=(-2, -1), keepdims=True)
+        var = jnp.mean(a**2, axis=(-2, -1))
+        kurt = jnp.mean(a**4, axis=(-2, -1)) / var**2
+        u, v = lo.velocities(lo.invert(lo.fft(q)))
+        ke = jnp.mean(u**2 + v**2, axis=(-2, -1)) / 2
+        return jnp.concatenate([0.5 * jnp.log(var), kurt, jnp.log(ke)])[None, :]
+
+    return feats
+
+
+def relative_biases(lo, q, ref: dict) -> dict[str, float]:
+    """Relative biases ``mean(X) / ref[X] - 1`` of the time means of KE, KE1, KE2 and enstrophy of PV ``q``
+    (n, 2, ny, nx) against the reference means ``ref`` (from :func:`climate_stats`)."""
+    s = climate_stats(lo, q)
+    return {k: float(s[k].mean() / ref[k] - 1.0) for k in ("KE", "KE1", "KE2", "enstrophy")}
+
+
+def choose_scale(val: dict) -> float:
+    """The scale with the smallest validation error: ``val = {alpha: [biases of each validation run]}``, each
+    biases dict as :func:`relative_biases`; the error of a scale is the mean over runs of the RMS of the four
+    relative biases (a run that blew up has an infinite error: pass ``{"KE": inf, ...}``)."""
+    if not val:
+        raise ConfigError("choose_scale needs at least one scale")
+
+    def err(runs):
+        return float(np.mean([np.sqrt(np.mean([b[k] ** 2 for k in ("KE", "KE1", "KE2", "enstrophy")]))
+                              for b in runs]))
+
+    return float(min(val, key=lambda a: (err(val[a]), a)))
+
+
+def spread_summary(per_start: list[dict], low_per_start: list[dict] | None = None) -> dict[str, Any]:
+    """Mean and sample standard deviation (over starts) of each relative bias; with ``low_per_start`` (the
+    uncorrected runs from the same starts) also whether the bias reduction ``|mean_low| - |mean|`` exceeds the
+    spread ``max(std_low, std)`` (a reduction that counts)."""
+    out: dict[str, Any] = {}
+    for k in ("KE", "KE1", "KE2", "enstrophy"):
+        v = np.array([b[k] for b in per_start])
+        m, sd = float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+        out[k] = {"mean": m, "std": sd, "per_start": [float(x) for x in v]}
+        if low_per_start is not None:
+            lv = np.array([b[k] for b in low_per_start])
+            lsd = float(lv.std(ddof=1)) if lv.size > 1 else float("nan")
+            red = abs(float(lv.mean())) - abs(m)
+            out[k]["reduction"] = red
+            out[k]["reduction_exceeds_spread"] = bool(np.isfinite(lsd) and red > max(lsd, sd))
+    return out
+
+
+def _load_compare(name: str, lo, float32: bool):
+    from nemic.experiments.qg_subgrid import load_closure
+    from nemic.processes.qg_closures import BackscatterBiharmonic
+
+    if name == "backscatter":
+        return "backscatter", BackscatterBiharmonic(lo)
+    p = Path(name)
+    closure, hyper = load_closure(p)
+    if float32:
+        closure = eqx.tree_at(lambda c: c.net, closure, Float32Net(closure.net))
+    return f"cnn_{hyper.get('mode', 'closure')}_{p.name}", closure
+
+
+# ====================================================================== the recipe
+def build_correction(data: dict, cfg: NudgingQGConfig, out: Path, *, progress: bool = False, log=print):
+    """Steps 1-3: reference, nudged run (written to ``out/nudged_run.nc``) and the fitted correction (saved to
+    ``out/correction``). Returns ``(closure, info)`` with the nudged run's arrays and skill in ``info``."""
     import xarray as xr
 
-    from nemic.experiments.qg_subgrid import make_cnn_closure, run_closure, similarity, summarize, train_offline
+    from nemic.experiments.qg_subgrid import make_cnn_closure, save_closure, train_offline
     from nemic.models.qg.model import QGState
     from nemic.processes.nudging import Nudging, nudged_run, nudging_dataset
 
-    t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    data = load_generated(data_dir)
-    out = ensure_writable_dir(out)
     hi, lo, dt = data["hi"], data["lo"], cfg.dt
     every = int(round(cfg.save_hours * 3600.0 / dt))
     n_steps = int(round(cfg.days * DAY / dt))
@@ -217,19 +339,18 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
     if n_steps < 2 * every:
         raise ConfigError(f"days ({cfg.days}) must span at least two reference snapshots of {cfg.save_hours} h")
 
-    log(f"[1/4] reference: {hi.nx}-point {data['config']} model from the restart, {cfg.days:g} days, "
+    log(f"[1/5] reference: {hi.nx}-point {data['config']} model from the restart, {cfg.days:g} days, "
         f"coarse-grained (op1) to {lo.nx} points")
     t0 = time.perf_counter()
     ref = reference_run(hi, lo, data["q_restart"], dt=dt, n_steps=n_steps, save_every=every,
                         progress=progress and "reference")
     timings["reference_s"] = time.perf_counter() - t0
 
-    log(f"[2/4] {lo.nx}-point model nudged toward it (tau = {cfg.tau_days:g} days"
+    log(f"[2/5] {lo.nx}-point model nudged toward it (tau = {cfg.tau_days:g} days"
         + (f", spectral cutoff {cfg.spectral_cutoff})" if cfg.spectral_cutoff is not None else ")"))
     t0 = time.perf_counter()
     nud = Nudging(ref, {"q": cfg.tau_days * DAY}, spectral_cutoff=cfg.spectral_cutoff, spectral_axes=(-2, -1))
-    state0 = QGState(q=ref.states.q[0])
-    nrun = nudged_run(lo, nud, lo.stepper(), state0, dt=dt, n_steps=n_steps, save_every=every,
+    nrun = nudged_run(lo, nud, lo.stepper(), QGState(q=ref.states.q[0]), dt=dt, n_steps=n_steps, save_every=every,
                       progress=progress and "nudged")
     if int(nrun.trajectory.blowup_step) >= 0:
         raise DataError(f"the nudged run blew up after {int(nrun.trajectory.blowup_step)} steps")
@@ -244,7 +365,7 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
     q_ref = np.asarray(ref.states.q)
     tracking = float(np.sqrt(np.mean((q_n - q_ref) ** 2) / np.mean(q_ref**2)))
 
-    log("[3/4] CNN fitted offline: nudged PV -> nudging tendency")
+    log(f"[3/5] CNN fitted offline ({cfg.train_steps} Adam steps): nudged PV -> nudging tendency")
     t0 = time.perf_counter()
     n = q_n.shape[0]
     i0 = int(np.ceil(cfg.discard_days * DAY / (every * dt)))
@@ -265,74 +386,180 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
     resid = ((pred - N[i1:]) ** 2).mean(axis=(0, 2, 3))
     r2 = 1 - resid / N[i1:].var(axis=(0, 2, 3))
     timings["training_s"] = time.perf_counter() - t0
+    plain = eqx.tree_at(lambda c: c.net, closure, closure.net.net) if cfg.net_float32 else closure
+    if cfg.net_float32:  # one dtype for every leaf, as load_closure expects
+        plain = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, plain)
+    save_closure(plain, {"widths": list(cfg.widths), "kernel_sizes": None if cfg.kernel_sizes is None
+                         else list(cfg.kernel_sizes), "in_scale": [float(x) for x in in_scale],
+                         "out_scale": [float(x) for x in out_scale], "mode": "nudging", "tau_days": cfg.tau_days,
+                         "steps": cfg.train_steps, "lr": cfg.lr, "losses": losses, "config": data["config"]},
+                 out / "correction")
+    info = {"q_n": q_n, "N": N, "i0": i0, "i1": i1, "every": every, "timings": timings,
+            "nudged_run": {"snapshots": n, "train_snapshots": i1 - i0, "holdout_snapshots": n - i1,
+                           "relative_rms_distance_to_reference": tracking,
+                           "nudging_tendency_std": [float(s) for s in out_scale],
+                           "holdout_r2": [float(v) for v in r2], "final_train_loss": losses[-1][1]}}
+    return closure, info
 
-    log(f"[4/4] free runs of {cfg.free_years:g} years with and without the correction")
-    t0 = time.perf_counter()
+
+def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str | Path = "runs/nudging_qg", *,
+        progress: bool = False, log=print) -> dict[str, Any]:
+    """Run the recipe on the ``nemic qg generate`` directory ``data_dir``; write results into ``out``.
+
+    Steps 1-3: :func:`build_correction`. Step 4 (validation): the low-resolution model + ``alpha`` times the
+    correction (:class:`ScaledCorrection`) run free from the op1 climate snapshots ``val_starts`` for each
+    ``alpha`` in ``scales``; :func:`choose_scale` picks one. Step 5 (test): from the different snapshots
+    ``test_starts``, free runs of the uncorrected model, the correction with ``alpha = 1`` and with the chosen
+    ``alpha``, and the closures named in ``compare`` (``"backscatter"`` or a directory saved by ``nemic qg
+    train``); mean and spread over starts of the relative biases (:func:`spread_summary`), similarity scores per
+    start, and the novelty guard's flag rates (:class:`~nemic.processes.guards.MahalanobisDetector` on
+    :func:`pv_features`, fitted on the training states of the nudged run). Returns the metrics (also written to
+    ``metrics.json``).
+    """
+    from nemic.experiments.qg_subgrid import run_closure, similarity, summarize
+    from nemic.models.qg.model import QGState
+    from nemic.processes.guards import GuardedTendency, MahalanobisDetector, guard_report
+
+    t_start = time.perf_counter()
+    data = load_generated(data_dir)
+    out = ensure_writable_dir(out)
+    lo, dt, climate = data["lo"], cfg.dt, data["climate"]
+    n_clim = climate.shape[0]
+    bad = [i for i in (*cfg.val_starts, *cfg.test_starts) if i >= n_clim]
+    if bad:
+        raise ConfigError(f"start snapshots {bad} do not exist: the op1 climate has {n_clim} snapshots")
+    compare = [_load_compare(c, lo, cfg.net_float32) for c in cfg.compare]
+    closure, info = build_correction(data, cfg, out, progress=progress, log=log)
+    timings = info["timings"]
+
     f_every = max(1, int(round(cfg.free_save_days * DAY / dt)))
     f_steps = int(round(cfg.free_years * 360 * DAY / dt))
     f_steps -= f_steps % f_every
     spin = int(round(cfg.free_spinup_days * DAY / dt))
-    q0 = q_ref[-1]
-    runs = {"low_res": run_closure(lo, None, q0, dt=dt, n_steps=f_steps, save_every=f_every, spinup_steps=spin),
-            "nudging_corrected": run_closure(lo, closure, q0, dt=dt, n_steps=f_steps, save_every=f_every,
-                                             spinup_steps=spin)}
-    timings["free_runs_s"] = time.perf_counter() - t0
-    climate = data["climate"]
-    stats = {"hr_coarse": climate_stats(lo, climate), **{k: climate_stats(lo, v) for k, v in runs.items()}}
-    summ = {"hr_coarse": summarize(lo, climate), **{k: summarize(lo, v) for k, v in runs.items()}}
+    n_keep = len(range(0, f_steps + 1, f_every)) - len(range(0, spin, f_every))
+    ref_stats = climate_stats(lo, climate)
+    ref = {k: float(v.mean()) for k, v in ref_stats.items()}
 
+    def free(proc, i):
+        q = run_closure(lo, proc, climate[i], dt=dt, n_steps=f_steps, save_every=f_every, spinup_steps=spin)
+        stable = q.shape[0] == n_keep and bool(np.all(np.isfinite(q)))
+        return q, stable
+
+    def biases(q, stable):
+        if not stable or q.shape[0] == 0:
+            return {k: float("inf") for k in ("KE", "KE1", "KE2", "enstrophy")}
+        return relative_biases(lo, q, ref)
+
+    log(f"[4/5] validation: free runs from op1 snapshots {list(cfg.val_starts)} for scales {list(cfg.scales)} "
+        f"({cfg.free_years:g} years, first {cfg.free_spinup_days:g} days discarded)")
+    t0 = time.perf_counter()
+    val: dict[float, list] = {}
+    for a in cfg.scales:
+        val[float(a)] = [biases(*free(ScaledCorrection(closure, a), i)) for i in cfg.val_starts]
+        log(f"      scale {float(a):g}: KE biases " + ", ".join(f"{100 * b['KE']:+.1f} %" for b in val[float(a)]))
+    alpha = choose_scale(val) if cfg.val_starts else 1.0
+    timings["validation_s"] = time.perf_counter() - t0
+
+    log(f"[5/5] test: free runs from op1 snapshots {list(cfg.test_starts)} (chosen scale {alpha:g})")
+    t0 = time.perf_counter()
+    models = {"low_res": None, "nudging_corrected": ScaledCorrection(closure, 1.0)}
+    if alpha != 1.0:
+        models["nudging_corrected_scaled"] = ScaledCorrection(closure, alpha)
+    models.update(dict(compare))
+    runs: dict[str, list] = {}
+    stable: dict[str, list] = {}
+    for name, proc in models.items():
+        t1 = time.perf_counter()
+        res = [free(proc, i) for i in cfg.test_starts]
+        runs[name], stable[name] = [r[0] for r in res], [r[1] for r in res]
+        timings[f"test_{name}_s"] = time.perf_counter() - t1
+        log(f"      {name}: KE biases " + ", ".join(f"{100 * biases(q, s)['KE']:+.1f} %" for q, s in res))
+    timings["test_s"] = time.perf_counter() - t0
+
+    # ---- metrics
+    high = summarize(lo, climate)
+    summ = {name: [summarize(lo, q) if q.shape[0] else None for q in rs] for name, rs in runs.items()}
+    per_start = {name: [biases(q, s) for q, s in zip(runs[name], stable[name])] for name in runs}
+    q_n, i0, i1 = info["q_n"], info["i0"], info["i1"]
+    feats = pv_features(lo)
+    fmap = jax.jit(jax.vmap(lambda x: feats(x)[0]))
+    detector = MahalanobisDetector.fit(np.asarray(fmap(jnp.asarray(q_n[i0:i1]))), quantile=cfg.guard_quantile)
+    guard = GuardedTendency(ScaledCorrection(closure, alpha), detector, features=feats, field="q")
     metrics: dict[str, Any] = {
         "config": {**dataclasses.asdict(cfg), "data_dir": str(data_dir), "qg_config": data["config"],
-                   "nx_hi": hi.nx, "nx_lo": lo.nx},
-        "nudged_run": {"snapshots": n, "train_snapshots": i1 - i0, "holdout_snapshots": n - i1,
-                       "relative_rms_distance_to_reference": tracking,
-                       "nudging_tendency_std": [float(s) for s in out_scale],
-                       "holdout_r2": [float(v) for v in r2], "final_train_loss": losses[-1][1]},
-        "reference_climate": {k: float(v.mean()) for k, v in stats["hr_coarse"].items()},
+                   "nx_hi": data["hi"].nx, "nx_lo": lo.nx},
+        "nudged_run": info["nudged_run"],
+        "reference_climate": {**ref, "snapshots": int(n_clim)},
+        "validation": {"scales": [float(a) for a in cfg.scales], "starts": list(cfg.val_starts),
+                       "relative_biases": {f"{a:g}": v for a, v in val.items()}, "chosen_scale": alpha},
+        "test_starts": list(cfg.test_starts),
         "models": {},
+        "guard": {"features": "per layer: log std(q), kurtosis(q), log KE", "quantile": cfg.guard_quantile,
+                  "threshold": float(detector.threshold),
+                  "false_alarm_rate_nudged_holdout": detector.false_alarm_rate(fmap(jnp.asarray(q_n[i1:]))),
+                  "false_alarm_rate_hr_climate": detector.false_alarm_rate(fmap(jnp.asarray(climate))),
+                  "free_runs": {}},
     }
-    metrics["reference_climate"]["snapshots"] = int(climate.shape[0])
     for name in runs:
-        m: dict[str, Any] = {"snapshots": int(runs[name].shape[0]),
-                             "stable": bool(np.all(np.isfinite(runs[name])) and runs[name].shape[0] > 0
-                                            and runs[name].shape[0] * f_every * dt
-                                            >= f_steps * dt - spin * dt - 1e-6)}
-        for k, v in stats[name].items():
-            ref_mean = float(stats["hr_coarse"][k].mean())
-            m[k] = float(v.mean())
-            m[f"{k}_relative_bias"] = float(v.mean()) / ref_mean - 1.0
-        for layer in ("1", "2"):
-            a, b = np.abs(summ[name][f"KEspec{layer}"]), np.abs(summ["hr_coarse"][f"KEspec{layer}"])
-            # resolved scales only: below 2/3 of the low-resolution Nyquist wavenumber (the filter acts above)
-            ok = (a > 0) & (b > 0) & (summ["hr_coarse"]["kr"] <= (2 / 3) * np.pi * lo.nx / lo.L)
-            m[f"KEspec{layer}_rms_log_error"] = float(np.sqrt(np.mean(np.log(a[ok] / b[ok]) ** 2)))
+        m: dict[str, Any] = {"stable": stable[name], "all_stable": all(stable[name]),
+                             "biases": spread_summary(per_start[name], None if name == "low_res"
+                                                      else per_start["low_res"])}
+        if name != "low_res":
+            sims = [similarity(s, sl, high)["mean"] if s is not None and sl is not None and ok else float("nan")
+                    for s, sl, ok in zip(summ[name], summ["low_res"], stable[name])]
+            m["similarity"] = {"per_start": sims, "mean": float(np.mean(sims)),
+                               "std": float(np.std(sims, ddof=1)) if len(sims) > 1 else float("nan")}
         metrics["models"][name] = m
-    sim = similarity(summ["nudging_corrected"], summ["low_res"], summ["hr_coarse"])
-    metrics["models"]["nudging_corrected"]["similarity"] = sim
+        reps = [guard_report(guard, Trajectory(t=jnp.arange(q.shape[0]) * f_every * dt,
+                                               states=QGState(q=jnp.asarray(q)), blowup_step=jnp.asarray(-1)))
+                for q in runs[name] if q.shape[0]]
+        metrics["guard"]["free_runs"][name] = {
+            "flagged_fraction": float(np.mean([r["flagged_fraction"] for r in reps])) if reps else None,
+            "per_start": [r["flagged_fraction"] for r in reps]}
     metrics["timings_s"] = timings
-    _write_free_runs(out, lo, runs, f_every * dt, spin * dt)
-    _plot(out, summ, stats, runs, f_every * dt, N, q_n, every * dt)
+    _write_series(out, lo, runs, cfg.test_starts, f_every * dt, spin * dt)
+    ke_series = {name: [climate_stats(lo, q)["KE"] for q in rs if q.shape[0]] for name, rs in runs.items()}
+    _plot(out, high, summ, ref_stats, runs, ke_series, metrics, f_every * dt, info["N"], q_n, info["every"] * dt)
     metrics["wall_seconds"] = time.perf_counter() - t_start
     write_json(metrics, out / "metrics.json")
     return metrics
 
 
-def _write_free_runs(out: Path, lo, runs: dict, save_dt: float, start: float) -> None:
+def _write_series(out: Path, lo, runs: dict, starts, save_dt: float, start: float) -> None:
+    """Per-snapshot KE, KE1, KE2 and enstrophy of every test free run (CF netCDF ``free_runs.nc``)."""
     import xarray as xr
 
-    ds = xr.Dataset(coords={"lev": ("lev", np.array([1, 2])),
-                            "y": ("y", lo.y, {"units": "m"}), "x": ("x", lo.x, {"units": "m"})})
-    for name, q in runs.items():
-        t = start + save_dt * np.arange(q.shape[0])
-        ds[f"q_{name}"] = xr.DataArray(q, dims=(f"time_{name}", "lev", "y", "x"),
-                                       coords={f"time_{name}": (f"time_{name}", t, {"units": "s",
-                                                                                     "standard_name": "time"})},
-                                       attrs={"units": "s-1", "long_name": f"potential vorticity anomaly, {name}"})
-    ds.attrs.update({"Conventions": "CF-1.10", "source": "nemic", "title": "free runs of the low-resolution QG model"})
+    ds = xr.Dataset(coords={"start": ("start", np.asarray(starts), {"long_name": "index of the op1 climate "
+                                                                                "snapshot the run started from"})})
+    units = {"KE": "m2 s-2", "KE1": "m2 s-2", "KE2": "m2 s-2", "enstrophy": "s-2"}
+    for name, qs in runs.items():
+        n = max(q.shape[0] for q in qs)
+        t = start + save_dt * np.arange(n)
+        for k in units:
+            a = np.full((len(qs), n), np.nan)
+            for j, q in enumerate(qs):
+                if q.shape[0]:
+                    a[j, : q.shape[0]] = climate_stats(lo, q)[k]
+            ds[f"{k}_{name}"] = xr.DataArray(a, dims=("start", f"time_{name}"),
+                                             coords={f"time_{name}": (f"time_{name}", t,
+                                                                      {"units": "s", "standard_name": "time"})},
+                                             attrs={"units": units[k], "long_name": f"{k}, {name} free run"})
+    ds.attrs.update({"Conventions": "CF-1.10", "source": "nemic",
+                     "title": "domain-mean energy and enstrophy of the low-resolution QG free runs"})
     write_netcdf(ds, out / "free_runs.nc")
 
 
-def _plot(out: Path, summ: dict, stats: dict, runs: dict, save_dt: float, N, q_n, n_dt: float) -> None:
+_STYLE = {"hr_coarse": ("k", "high res (op1)"), "low_res": ("C7", "low res"),
+          "nudging_corrected": ("C3", "+ nudging correction"),
+          "nudging_corrected_scaled": ("C2", "+ scaled nudging correction"), "backscatter": ("C0", "+ backscatter")}
+
+
+def _style(name: str, i: int):
+    return _STYLE.get(name, (f"C{4 + i % 5}", f"+ {name}"))
+
+
+def _plot(out: Path, high: dict, summ: dict, ref_stats: dict, runs: dict, ke_series: dict, metrics: dict,
+          save_dt: float, N, q_n, n_dt: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -340,28 +567,55 @@ def _plot(out: Path, summ: dict, stats: dict, runs: dict, save_dt: float, N, q_n
 
     from nemic.core.output import save_figure
 
-    styles = {"hr_coarse": ("k-", "high res (op1)"), "low_res": ("C7--", "low res"),
-              "nudging_corrected": ("C2-", "low res + nudging correction")}
+    names = list(runs)
+    # 1. biases with their spread over test starts
+    fig, ax = plt.subplots(figsize=(9, 4))
+    keys = ("KE", "KE1", "KE2", "enstrophy")
+    w = 0.8 / len(names)
+    for j, name in enumerate(names):
+        c, lab = _style(name, j)
+        b = metrics["models"][name]["biases"]
+        x = np.arange(len(keys)) + (j - (len(names) - 1) / 2) * w
+        m = np.array([100 * b[k]["mean"] for k in keys])
+        sd = np.array([100 * b[k]["std"] for k in keys])
+        ax.bar(x, np.clip(m, -100, 100), w, yerr=sd, color=c, alpha=0.7, label=lab, capsize=2)
+        for xi, k in zip(x, keys):
+            v = np.clip(100 * np.array(b[k]["per_start"]), -100, 100)
+            ax.plot(np.full(v.size, xi), v, "k.", ms=3)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(keys)), keys)
+    ax.set(ylabel="relative bias (%)", title="Free-run climate biases: mean, std (bars) and each test start (dots)")
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "bias_spread.png")
+
+    # 2. KE spectra averaged over the test runs
     fig, axs = plt.subplots(1, 2, figsize=(10, 4))
     for ax, layer in zip(axs, ("1", "2")):
-        for name, s in summ.items():
-            st, lab = styles[name]
-            ax.loglog(s["kr"], np.abs(s[f"KEspec{layer}"]), st, marker=".", label=lab)
-        top = float(np.max(np.abs(summ["hr_coarse"][f"KEspec{layer}"])))
+        ax.loglog(high["kr"], np.abs(high[f"KEspec{layer}"]), "k-", marker=".", label="high res (op1)")
+        for j, name in enumerate(names):
+            c, lab = _style(name, j)
+            sp = [s[f"KEspec{layer}"] for s in summ[name] if s is not None]
+            if sp:
+                ax.loglog(high["kr"], np.abs(np.mean(sp, axis=0)), color=c, marker=".", label=lab)
+        top = float(np.max(np.abs(high[f"KEspec{layer}"])))
         ax.set(xlabel="isotropic wavenumber (rad/m)", ylabel="KE density (m^3 s^-2)", ylim=(1e-4 * top, None),
-               title=f"layer {layer}: time-mean KE spectrum")
+               title=f"layer {layer}: time-mean KE spectrum (test runs)")
     axs[0].legend(fontsize=8)
     save_figure(fig, out / "ke_spectra.png")
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in runs:
-        st, lab = styles[name]
-        ax.plot(np.arange(stats[name]["KE"].size) * save_dt / DAY, stats[name]["KE"], st, label=lab)
-    ax.axhline(float(stats["hr_coarse"]["KE"].mean()), color="k", label="high res (op1), mean")
-    ax.set(xlabel="days after spin-up", ylabel="KE (m^2 s^-2)", title="Total kinetic energy of the free runs")
+    # 3. energy series
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ref_ke = float(ref_stats["KE"].mean())
+    for j, name in enumerate(names):
+        c, lab = _style(name, j)
+        for i, ke in enumerate(ke_series[name]):
+            ax.plot(np.arange(ke.size) * save_dt / DAY, ke / ref_ke, color=c, lw=0.8, label=lab if i == 0 else None)
+    ax.axhline(1.0, color="k", label="high res (op1), mean")
+    ax.set(xlabel="days after spin-up", ylabel="KE / high-res mean KE", title="Total kinetic energy of the test runs")
     ax.legend(fontsize=8)
     save_figure(fig, out / "energy_series.png")
 
+    # 4. the nudging tendency
     fig, axs = plt.subplots(1, 3, figsize=(12, 3.6))
     i = N.shape[0] - 1
     for ax, f, title in zip(axs, (q_n[i, 0], N[i, 0], N[i, 1]),
@@ -381,5 +635,6 @@ def config_from_file(path: str | Path | None, overrides: dict | None = None) -> 
     return load_config(NudgingQGConfig, path, overrides)
 
 
-__all__ = ["Float32Net", "NudgingQGConfig", "climate_stats", "config_from_file", "load_generated", "reference_run",
-           "run"]
+__all__ = ["Float32Net", "NudgingQGConfig", "ScaledCorrection", "build_correction", "choose_scale", "climate_stats",
+           "config_from_file", "load_generated", "pv_features", "reference_run", "relative_biases", "run",
+           "spread_summary"]
