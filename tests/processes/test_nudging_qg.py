@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,3 +123,101 @@ def test_tiny_end_to_end_command_writes_cf_nudging_tendencies(tmp_path):
     cfgp.write_text(json.dumps({"tua": 1}))
     res = CliRunner().invoke(app, ["qg", "--data", str(gen), "--out", str(out), "--config", str(cfgp)])
     assert res.exit_code != 0 and isinstance(res.exception, ConfigError)
+
+
+# ---------------------------------------------------------------- the evaluation pieces
+class _Identity(eqx.Module):
+    """A stand-in correction whose tendency is the state's PV itself (so the projection can be checked)."""
+
+    def tendency(self, state, t):
+        from nemic.models.qg.model import QGState
+
+        return QGState(q=state.q)
+
+
+def test_scaled_correction_scales_and_removes_the_largest_scales():
+    from nemic.experiments.nudging_qg import ScaledCorrection
+    from nemic.models.qg.model import QGState
+
+    q = np.asarray(jax.random.normal(jax.random.key(1), (2, 16, 12)))
+    c = ScaledCorrection(_Identity(), 0.3)
+    np.testing.assert_allclose(c.tendency(QGState(q=jnp.asarray(q)), 0.0).q, 0.3 * q, rtol=1e-14)
+    # reference projection with numpy's full complex FFT: zero the modes with i^2 + j^2 < 1.5^2
+    f = np.fft.fft2(q)
+    j, i = np.meshgrid(np.fft.fftfreq(16, 1 / 16), np.fft.fftfreq(12, 1 / 12), indexing="ij")
+    f[:, i**2 + j**2 < 1.5**2] = 0
+    expect = 2.0 * np.real(np.fft.ifft2(f))
+    got = ScaledCorrection(_Identity(), 2.0, remove_below=1.5).tendency(QGState(q=jnp.asarray(q)), 0.0).q
+    np.testing.assert_allclose(got, expect, atol=1e-12)
+    # the removed part is exactly the mean and the four |i|, |j| <= 1 modes (sums over 9 of the grid's modes)
+    assert np.abs(np.asarray(got) / 2 - q).max() > 1e-3
+    with pytest.raises(ConfigError, match="remove_below"):
+        ScaledCorrection(_Identity(), 1.0, remove_below=-1.0)
+
+
+def test_scaled_correction_jit_vmap_grad():
+    from nemic.experiments.nudging_qg import ScaledCorrection
+    from nemic.models.qg.model import QGState
+
+    q = jax.random.normal(jax.random.key(2), (3, 2, 8, 8))
+    c = ScaledCorrection(_Identity(), 0.7, remove_below=1.5)
+    out = jax.jit(jax.vmap(lambda x: c.tendency(QGState(q=x), 0.0).q))(q)
+    np.testing.assert_allclose(out[1], c.tendency(QGState(q=q[1]), 0.0).q, rtol=1e-12)
+
+    def f(a, x):
+        return jnp.sum(ScaledCorrection(_Identity(), a, remove_below=1.5).tendency(QGState(q=x), 0.0).q ** 2)
+
+    check_grads(f, (jnp.asarray(0.7), q[0]), order=2, modes=("rev",))
+
+
+def test_pv_features_match_a_single_mode():
+    from nemic.experiments.nudging_qg import pv_features
+
+    lo = get_config("eddy", 16)
+    q, k, A = _barotropic_mode(lo)
+    f = np.asarray(pv_features(lo)(jnp.asarray(q)))
+    assert f.shape == (1, 6)
+    # q_i = -k^2 A cos(kx): std = k^2 A / sqrt(2); kurtosis of a cosine = (3/8) / (1/2)^2 = 1.5; KE_i = A^2 k^2 / 4
+    np.testing.assert_allclose(f[0, :2], np.log(k**2 * A / np.sqrt(2)), rtol=1e-12)
+    np.testing.assert_allclose(f[0, 2:4], 1.5, rtol=1e-12)
+    np.testing.assert_allclose(f[0, 4:], np.log(A**2 * k**2 / 4), rtol=1e-12)
+    qs = jnp.asarray(np.stack([q, 2 * q]))
+    g = jax.jit(jax.vmap(lambda x: pv_features(lo)(x)[0]))(qs)
+    np.testing.assert_allclose(g[1] - g[0], [np.log(2)] * 2 + [0, 0] + [np.log(4)] * 2, atol=1e-12)
+    s = float(np.std(q))  # PV of order 1e-6 s^-1: differentiate with respect to q / s (finite-difference steps)
+    x0 = jnp.asarray(q) / s * (1 + 0.1 * jnp.sin(jnp.arange(16.0)))
+    check_grads(lambda x: jnp.sum(pv_features(lo)(s * x)), (x0,), order=1, modes=("rev",))
+
+
+def test_choose_scale_and_spread_summary():
+    from nemic.experiments.nudging_qg import choose_scale, spread_summary
+
+    def b(x):
+        return {"KE": x, "KE1": x, "KE2": 2 * x, "enstrophy": x}
+
+    val = {0.5: [b(-0.05), b(0.02)], 1.0: [b(0.20), b(0.10)], 0.25: [b(-0.10), b(-0.08)]}
+    assert choose_scale(val) == 0.5
+    val[0.5][1] = {k: float("inf") for k in ("KE", "KE1", "KE2", "enstrophy")}  # a blow-up disqualifies a scale
+    assert choose_scale(val) == 0.25
+    with pytest.raises(ConfigError):
+        choose_scale({})
+    low = [b(-0.15), b(-0.10), b(-0.20)]
+    good = [b(-0.01), b(0.02), b(0.0)]
+    s = spread_summary(good, low)
+    np.testing.assert_allclose(s["KE"]["mean"], np.mean([-0.01, 0.02, 0.0]), rtol=1e-12)
+    np.testing.assert_allclose(s["KE"]["std"], np.std([-0.01, 0.02, 0.0], ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(s["KE"]["reduction"], 0.15 - abs(np.mean([-0.01, 0.02, 0.0])), rtol=1e-12)
+    assert s["KE"]["reduction_exceeds_spread"]
+    # a reduction smaller than the spread does not count
+    noisy = [b(-0.3), b(0.1), b(-0.05)]
+    assert not spread_summary(noisy, low)["KE"]["reduction_exceeds_spread"]
+    assert "reduction" not in spread_summary(low)["KE"]
+
+
+def test_start_indices_are_checked():
+    with pytest.raises(ConfigError, match="different snapshots"):
+        NudgingQGConfig(val_starts=(1, 2), test_starts=(2, 3))
+    with pytest.raises(ConfigError, match="test_starts"):
+        NudgingQGConfig(test_starts=())
+    with pytest.raises(ConfigError, match="scales"):
+        NudgingQGConfig(scales=(0.5, -1.0))
