@@ -55,6 +55,17 @@ def test_summarize_adds_the_closure_energy_flux_and_distances_use_resolved_scale
         ex.start_indices(10, 0)
 
 
+def test_spectrum_loss_is_zero_for_equal_sets_and_log4_squared_for_doubled_fields():
+    m = get_config("eddy", nx=16)
+    q = jnp.asarray(1e-6 * np.random.default_rng(3).normal(size=(4, 2, 16, 16)))
+    assert float(ex.spectrum_loss(m, q, q)) == 0.0
+    np.testing.assert_allclose(float(ex.spectrum_loss(m, 2 * q, q)), np.log(4.0) ** 2, rtol=1e-10)
+    g = jax.grad(lambda a: ex.spectrum_loss(m, a * q, q))(1.5)
+    np.testing.assert_allclose(float(g), 8 * np.log(1.5) / 1.5, rtol=1e-8)  # d/da (2 log a)^2
+    with pytest.raises(ConfigError, match="spectrum_weight must be >= 0"):
+        ex.train_online(None, m, None, spectrum_weight=-1.0)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("qgdata")
@@ -85,7 +96,8 @@ def test_offline_then_online_training_and_evaluation(data_dir, tmp_path):
         return jnp.mean(jax.vmap(lambda s: ex.online_loss(c, lo, s, 3600.0, 4))(segs))
 
     before = fixed_loss(closure)
-    trained, ol = ex.train_online(closure, lo, ds, steps=8, horizon=2, batch=2, lr=1e-3, log_every=7)
+    trained, ol = ex.train_online(closure, lo, ds, steps=8, horizon=2, batch=2, lr=1e-3, log_every=7,
+                                  spectrum_weight=0.1)
     assert fixed_loss(trained) < before
     # save, reload, evaluate with the classical closures
     ex.save_closure(trained, {"widths": [8, 8], "kernel_sizes": [3, 3, 3], "in_scale": s_q.tolist(),

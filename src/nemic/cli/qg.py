@@ -64,6 +64,7 @@ def train(
     lr: float = typer.Option(1e-3, help="Adam learning rate"),
     batch: int = typer.Option(16, help="snapshots (offline) or rollouts (online) per step"),
     horizon: int = typer.Option(4, help="online: snapshot intervals per rollout"),
+    spectrum_weight: float = typer.Option(0.0, help="online: weight of the log KE-spectrum term of the loss"),
     widths: str = typer.Option("64,64,32,32", help="hidden channels of the CNN"),
     init: Path = typer.Option(None, help="start from a saved closure (e.g. online fine-tuning of an offline one)"),
     seed: int = typer.Option(0, help="random seed"),
@@ -93,8 +94,9 @@ def train(
         closure, losses = ex.train_offline(closure, ds, steps=steps, batch=batch, lr=lr, key=key)
     else:
         closure, losses = ex.train_online(closure, lo, ds, steps=steps, horizon=horizon, batch=batch, lr=lr,
-                                          key=key)
+                                          key=key, spectrum_weight=spectrum_weight)
     hyper.update({"mode": mode, "operator": operator, "steps": steps, "lr": lr, "losses": losses,
+                  "horizon": horizon if mode == "online" else None, "spectrum_weight": spectrum_weight,
                   "train_wall_s": _time.perf_counter() - t0, "config": ds.attrs.get("config")})
     ex.save_closure(closure, hyper, out)
     typer.echo(f"{mode} training: loss {losses[0][1]:.4g} -> {losses[-1][1]:.4g} in {hyper['train_wall_s']:.1f} s; "

@@ -229,30 +229,59 @@ def train_offline(closure, ds, *, steps: int = 1000, batch: int = 16, lr: float 
     return rebuild(params), losses
 
 
-def online_loss(closure, lo, q_ref, dt: float, save_every: int):
-    """Mean squared error, normalised per layer by the reference variance, of a rollout of ``lo + closure`` from
-    ``q_ref[0]`` against the reference states ``q_ref[1:]`` (spaced ``save_every`` steps), with checkpointing."""
+def online_rollout(closure, lo, q_ref, dt: float, save_every: int):
+    """States (h, 2, ny, nx) of a rollout of ``lo + closure`` from ``q_ref[0]`` at the times of ``q_ref[1:]``
+    (spaced ``save_every`` steps), with checkpointing (for gradients through long rollouts)."""
     from nemic.core.rollout import rollout
     from nemic.models.qg.model import QGState
 
     n = (q_ref.shape[0] - 1) * save_every
     tr = rollout(lo + closure, lo.stepper(), QGState(q=q_ref[0]), dt=dt, n_steps=n, save_every=save_every,
                  checkpoint=True, detect_blowup=False)
+    return tr.states.q[1:]
+
+
+def online_loss(closure, lo, q_ref, dt: float, save_every: int):
+    """Mean squared error, normalised per layer by the reference variance, of a rollout of ``lo + closure`` from
+    ``q_ref[0]`` against the reference states ``q_ref[1:]`` (spaced ``save_every`` steps), with checkpointing."""
+    pred = online_rollout(closure, lo, q_ref, dt, save_every)
     var = jnp.var(q_ref, axis=(0, 2, 3))[:, None, None]
-    return jnp.mean((tr.states.q[1:] - q_ref[1:]) ** 2 / var)
+    return jnp.mean((pred - q_ref[1:]) ** 2 / var)
+
+
+def spectrum_loss(lo, q, q_ref):
+    """Mean squared difference of the logarithms of the mean KE spectra of two sets of PV fields (..., 2, ny,
+    nx), both layers, over the resolved wavenumbers (``kr < resolved_kmax``): a differentiable climate-statistics
+    term for online training (it rewards the right energy at each scale rather than the right phase)."""
+    from nemic.models.qg import diagnostics as dg
+
+    def mean_spec(x):
+        x = x.reshape((-1,) + x.shape[-3:])
+        kr, S = dg.ke_spectrum(lo, x[0])
+        return kr, jax.lax.map(lambda y: dg.ke_spectrum(lo, y)[1], x).mean(0)
+
+    kr, a = mean_spec(q)
+    _, b = mean_spec(q_ref)
+    sel = np.asarray(kr) < resolved_kmax(lo)
+    tiny = jnp.asarray(1e-30, a.dtype)
+    return jnp.mean((jnp.log(a[:, sel] + tiny) - jnp.log(b[:, sel] + tiny)) ** 2)
 
 
 def train_online(closure, lo, ds, *, steps: int = 200, horizon: int = 4, batch: int = 2, lr: float = 1e-4,
-                 key=None, log_every: int = 10):
+                 key=None, log_every: int = 10, spectrum_weight: float = 0.0):
     """Train the closure through rollouts of the low-resolution model (Adam, gradient through the solver).
 
     Each sample starts at a coarse-grained high-resolution snapshot ``q_bar(t_i)`` and is rolled out ``horizon``
-    snapshot intervals; the loss is :func:`online_loss` against ``q_bar(t_{i+1..i+horizon})``. The snapshot spacing
-    and timestep come from the dataset (``save_every`` steps of ``dt``). Returns ``(closure, losses)``.
+    snapshot intervals; the loss is :func:`online_loss` against ``q_bar(t_{i+1..i+horizon})`` plus
+    ``spectrum_weight`` times :func:`spectrum_loss` between all rolled-out and all reference states of the batch.
+    The snapshot spacing and timestep come from the dataset (``save_every`` steps of ``dt``). Returns
+    ``(closure, losses)``.
     """
     import equinox as eqx
     import optax
 
+    if spectrum_weight < 0:
+        raise ConfigError(f"spectrum_weight must be >= 0, got {spectrum_weight}")
     key = jax.random.key(2) if key is None else key
     q = jnp.asarray(ds["q"].values)
     t = np.asarray(ds["time"].values, dtype=float)
@@ -269,10 +298,16 @@ def train_online(closure, lo, ds, *, steps: int = 200, horizon: int = 4, batch: 
     def rebuild(p):
         return eqx.tree_at(lambda c: c.net, closure, eqx.combine(p, static))
 
+    var = jnp.var(q, axis=(0, 2, 3))[:, None, None]
+
     def loss_fn(p, idx):
         c = rebuild(p)
         segs = jax.vmap(lambda i: jax.lax.dynamic_slice_in_dim(q, i, horizon + 1))(idx)
-        return jnp.mean(jax.vmap(lambda s: online_loss(c, lo, s, dt, save_every))(segs))
+        pred = jax.vmap(lambda s: online_rollout(c, lo, s, dt, save_every))(segs)
+        loss = jnp.mean((pred - segs[:, 1:]) ** 2 / var)
+        if spectrum_weight:
+            loss = loss + spectrum_weight * spectrum_loss(lo, pred, segs[:, 1:])
+        return loss
 
     @jax.jit
     def step(p, s, idx):
