@@ -66,6 +66,24 @@ def test_spectrum_loss_is_zero_for_equal_sets_and_log4_squared_for_doubled_field
         ex.train_online(None, m, None, spectrum_weight=-1.0)
 
 
+def test_summaries_at_two_resolutions_agree_on_resolved_spectra():
+    """A field and its spectral truncation (op1) have the same KE spectrum below the coarse model's filter."""
+    from nemic.data.coarsen import Coarsener
+
+    hi, lo = get_config("eddy", nx=32), get_config("eddy", nx=16)
+    q = jax.random.normal(jax.random.key(5), (3, 2, 32, 32)) * 1e-6
+    _, _, wv2 = hi.grid()
+    q_smooth = hi.ifft(hi.fft(q) * (wv2 < (4.2 * 2 * np.pi / hi.L) ** 2))  # below the coarse model's filter
+    q = q_smooth + hi.ifft(hi.fft(q) * (wv2 > (12 * 2 * np.pi / hi.L) ** 2))  # + scales the coarse grid lacks
+    qc = jax.vmap(Coarsener(hi, lo, "op1").coarsen)(q)
+    a, b = ex.summarize(hi, q), ex.summarize(lo, qc)
+    a["kmax"] = b["kmax"]
+    d = ex.distances(a, b)
+    sel = b["kr"] < b["kmax"]
+    assert d["KEspec1"] < 1e-10 * np.sqrt(np.mean(b["KEspec1"][sel] ** 2))
+    assert d["q1"] > 0  # the full-resolution field has more small-scale variance than the truncated one
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("qgdata")
@@ -75,8 +93,7 @@ def data_dir(tmp_path_factory):
     q = hi.ifft(hi.fft(q) * jnp.exp(-wv2 * (4e4) ** 2 / 2))
     q0 = q / jnp.std(q) * jnp.asarray([6e-6, 1e-6])[:, None, None]
     years = 96 * 3600.0 / SECONDS_PER_YEAR
-    ex.generate("eddy", years, out, nx_hi=32, nx_lo=16, spinup_years=0.0, save_every=4, q0=q0, operators=("op1",),
-                write_hires=False)
+    ex.generate("eddy", years, out, nx_hi=32, nx_lo=16, spinup_years=0.0, save_every=4, q0=q0, operators=("op1",))
     return out
 
 
@@ -123,6 +140,12 @@ def test_bad_datasets_and_options(data_dir, tmp_path):
         ex.load_dataset(tmp_path, "op1")
     with pytest.raises(DataError, match="not a saved closure"):
         ex.load_closure(tmp_path)
+    with pytest.raises(ConfigError, match="target must be 'hires' or 'coarse'"):
+        ex.evaluate(data_dir, {}, tmp_path / "e", n_steps=8, save_every=4, target="hr")
+    with pytest.raises(DataError, match="hires.nc' does not exist"):
+        ex.load_hires(tmp_path)
+    q, hi = ex.load_hires(data_dir, t_start=48 * 3600.0)
+    assert hi.nx == 32 and q.shape == (13, 2, 32, 32)
     ds, lo = ex.load_dataset(data_dir, "op1")
     ds.drop_vars("q_subgrid_forcing").to_netcdf(tmp_path / "op1.nc", engine="h5netcdf")
     with pytest.raises(DataError, match="lacks variable"):

@@ -114,6 +114,8 @@ def evaluate(
     save_every: int = typer.Option(None, help="steps between scored snapshots (default: the dataset's spacing)"),
     spinup_steps: int = typer.Option(0, help="steps discarded at the start of each free run"),
     runs: int = typer.Option(1, help="free runs per closure, started from snapshots spread over the dataset"),
+    target: str = typer.Option("hires", help="reference: hires (the high-resolution run, as the benchmark) or "
+                                             "coarse (its coarse-grained snapshots)"),
     float64: bool = typer.Option(True, help="run in float64"),
 ) -> None:
     """Free runs of the low-resolution model with each closure, scored by the benchmark's similarity metrics."""
@@ -135,7 +137,7 @@ def evaluate(
         else:
             raise ConfigError(f"unknown closure {item!r}; use smagorinsky, backscatter or NAME=DIR")
     m = ex.evaluate(data, procs, out, operator=operator, n_steps=steps, save_every=save_every,
-                    spinup_steps=spinup_steps, n_runs=runs, progress=True)
+                    spinup_steps=spinup_steps, n_runs=runs, target=target, progress=True)
     for name, s in m["closures"].items():
         typer.echo(f"{name:>14}: similarity mean {s['mean']:+.3f}  min {s['min']:+.3f}")
     typer.echo(f"wrote {out}/metrics.json")

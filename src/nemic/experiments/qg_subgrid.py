@@ -129,6 +129,37 @@ def load_dataset(data_dir: str | Path, operator: str = "op1"):
     return ds, lo
 
 
+def load_hires(data_dir: str | Path, t_start: float = 0.0):
+    """High-resolution PV snapshots at times >= ``t_start`` (s) from ``DIR/hires.nc`` and the model that made them.
+
+    Returns ``(q (n, 2, ny, nx), hi)``. Raises ``DataError`` when the file or its variables are missing.
+    """
+    import xarray as xr
+
+    from nemic.core.errors import DataError
+    from nemic.models.qg import TwoLayerQG
+
+    path = Path(data_dir) / "hires.nc"
+    if not path.exists():
+        raise DataError(f"'{path}' does not exist (written by `nemic qg generate` unless write_hires=False); "
+                        "use target='coarse' to score against the coarse-grained data only")
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        if "q" not in ds or ds["q"].ndim != 4:
+            raise DataError(f"'{path}' has no variable q (time, lev, y, x)")
+        a = ds.attrs
+        try:
+            hi = TwoLayerQG(nx=int(a["hi_nx"]), ny=int(a["hi_ny"]), L=float(a["hi_L"]), W=float(a["hi_W"]),
+                            **{k: float(a[f"hi_{k}"]) for k in ("rek", "beta", "rd", "delta", "H1", "U1", "U2",
+                                                                  "filterfac")})
+        except KeyError as e:
+            raise DataError(f"'{path}' lacks the model attribute {e.args[0]!r}") from None
+        keep = np.asarray(ds["time"].values, dtype=float) >= t_start - 1e-6
+        q = np.asarray(ds["q"].values[keep])
+    if q.shape[0] == 0:
+        raise DataError(f"'{path}' has no snapshot at or after t = {t_start:g} s")
+    return q, hi
+
+
 def scales(ds) -> tuple[np.ndarray, np.ndarray]:
     """Per-layer standard deviations (2,) of ``q`` and ``q_subgrid_forcing`` (normalisation of the CNN)."""
     q = ds["q"].values
@@ -406,13 +437,16 @@ def distances(a: dict, b: dict) -> dict:
     """Distance per metric between two :func:`summarize` results.
 
     Spectra and budget terms: RMS difference of the time-mean isotropic curves over the resolved wavenumbers
-    ``kr < kmax`` (:func:`resolved_kmax`); marginal distributions (PV, velocities, kinetic energy and squared
-    relative vorticity of each layer, pooled over space and time): Wasserstein-1 distance. As the benchmark's
-    ``diagnostic_differences`` (Ross et al. 2023, section 3.3), on the low-resolution grid.
+    ``kr < kmax`` (:func:`resolved_kmax`, the smaller of the two); marginal distributions (PV, velocities, kinetic
+    energy and squared relative vorticity of each layer, pooled over space and time): Wasserstein-1 distance. As
+    the benchmark's ``diagnostic_differences`` (Ross et al. 2023, section 3.3). The two summaries may come from
+    different resolutions of the same domain (their shells then coincide below kmax).
     """
     kmax = min(a.get("kmax", np.inf), b.get("kmax", np.inf))
-    sel = np.asarray(a["kr"]) < kmax
-    d = {k: float(np.sqrt(np.mean((a[k][sel] - b[k][sel]) ** 2))) for k in SPECTRAL_METRICS}
+    sa, sb = np.asarray(a["kr"]) < kmax, np.asarray(b["kr"]) < kmax
+    if sa.sum() != sb.sum() or not np.allclose(np.asarray(a["kr"])[sa], np.asarray(b["kr"])[sb]):
+        raise ConfigError("the two summaries have different wavenumber shells below kmax (different domains?)")
+    d = {k: float(np.sqrt(np.mean((a[k][sa] - b[k][sb]) ** 2))) for k in SPECTRAL_METRICS}
     d.update({k: wasserstein1(a[k], b[k]) for k in DISTRIBUTION_METRICS})
     return d
 
@@ -459,7 +493,7 @@ def start_indices(n_snapshots: int, n_runs: int) -> list[int]:
 
 def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator: str = "op1",
              n_steps: int | None = None, save_every: int | None = None, spinup_steps: int = 0, n_runs: int = 1,
-             plots: bool = True, progress: bool = False) -> dict:
+             target: str = "hires", plots: bool = True, progress: bool = False) -> dict:
     """Score closures against the coarse-grained high-resolution data with the benchmark's similarity metrics.
 
     Args:
@@ -470,6 +504,11 @@ def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator:
         spinup_steps: steps discarded at the start of each free run.
         n_runs: free runs per closure (an ensemble), started from coarse-grained high-resolution snapshots
             spread over the dataset; their kept snapshots are pooled (the benchmark averages over runs too).
+        target: "hires" (the benchmark's choice): the high-resolution run itself, its spectra and energy budget
+            on its own grid (compared over the low-resolution model's resolved wavenumbers; its fluxes include the
+            transfer by the scales the coarse model lacks, which the closures' flux contributions stand for) and
+            its full-resolution fields' distributions; "coarse": the coarse-grained snapshots of ``operator``
+            analysed with the low-resolution model.
     """
     ds, lo = load_dataset(data_dir, operator)
     dt = float(ds.attrs["dt"])
@@ -481,9 +520,17 @@ def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator:
     n_steps -= n_steps % save_every
     if spinup_steps >= n_steps:
         raise ConfigError(f"spinup_steps ({spinup_steps}) must be shorter than the runs ({n_steps} steps)")
+    if target not in ("hires", "coarse"):
+        raise ConfigError(f"target must be 'hires' or 'coarse', got {target!r}")
     out = ensure_writable_dir(out)
     q_hr = ds["q"].values
-    high = summarize(lo, q_hr)
+    if target == "hires":
+        q_hi, hi = load_hires(data_dir, float(t[0]))
+        high = summarize(hi, q_hi)
+        high["kmax"] = resolved_kmax(lo)
+        del q_hi
+    else:
+        high = summarize(lo, q_hr)
     starts = start_indices(q_hr.shape[0], n_runs)
     runs, summ, info = {}, {}, {}
     for name, c in {"low_res": None, **closures}.items():
@@ -502,7 +549,7 @@ def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator:
         info[name] = {"wall_s": time.perf_counter() - t0, "blowups": blowups, "snapshots": int(len(runs[name]))}
     metrics = {"operator": operator, "config": ds.attrs.get("config"), "nx_lo": lo.nx, "n_steps": n_steps,
                "save_every": save_every, "spinup_steps": spinup_steps, "n_runs": len(starts), "dt": dt,
-               "start_snapshots": starts, "hr_snapshots": int(q_hr.shape[0]),
+               "start_snapshots": starts, "hr_snapshots": int(q_hr.shape[0]), "target": target,
                "resolved_kmax": resolved_kmax(lo), "runs": info,
                "distances_low_res": distances(summ["low_res"], high), "closures": {}}
     for name in closures:
@@ -519,20 +566,23 @@ def _plots(out: Path, high: dict, summ: dict, runs: dict, q_hr) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kr = high["kr"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, key, title in zip(axes, ("KEspec1", "KEspec2", "Ensspec1"),
-                              ("upper-layer KE spectrum", "lower-layer KE spectrum", "upper-layer enstrophy")):
-        ax.loglog(kr, np.abs(high[key]), "k", lw=2, label="high res (coarse-grained)")
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    for ax, key, title in zip(axes, ("KEspec1", "KEspec2", "Ensspec1", "KEflux"),
+                              ("upper-layer KE spectrum", "lower-layer KE spectrum", "upper-layer enstrophy spectrum",
+                               "KE flux (+ closure's), m2 s-3 per rad/m")):
+        plot = ax.semilogx if key == "KEflux" else ax.loglog
+        val = (lambda v: v) if key == "KEflux" else np.abs
+        plot(high["kr"], val(high[key]), "k", lw=2, label="high res")
         for name, s in summ.items():
-            ax.loglog(kr, np.abs(s[key]), label=name)
-        ax.set_title(title)
+            plot(s["kr"], val(s[key]), label=name)
+        ax.axvline(high["kmax"], color="0.6", ls=":", lw=1)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("isotropic wavenumber (rad/m)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "spectra.png", dpi=100)
     plt.close(fig)
-    names = ["high_res"] + list(runs)
+    names = ["hr_coarse"] + list(runs)
     fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3))
     fields = [q_hr[-1, 0]] + [runs[n][-1, 0] for n in runs]
     vmax = float(np.max(np.abs(fields[0])))
