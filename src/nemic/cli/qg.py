@@ -91,10 +91,10 @@ def train(
         closure = ex.make_cnn_closure(s_q, s_S, widths=_ints(widths), key=key)
     t0 = _time.perf_counter()
     if mode == "offline":
-        closure, losses = ex.train_offline(closure, ds, steps=steps, batch=batch, lr=lr, key=key)
+        closure, losses = ex.train_offline(closure, ds, steps=steps, batch=batch, lr=lr, key=key, progress=True)
     else:
         closure, losses = ex.train_online(closure, lo, ds, steps=steps, horizon=horizon, batch=batch, lr=lr,
-                                          key=key, spectrum_weight=spectrum_weight)
+                                          key=key, spectrum_weight=spectrum_weight, progress=True)
     hyper.update({"mode": mode, "operator": operator, "steps": steps, "lr": lr, "losses": losses,
                   "horizon": horizon if mode == "online" else None, "spectrum_weight": spectrum_weight,
                   "train_wall_s": _time.perf_counter() - t0, "config": ds.attrs.get("config")})

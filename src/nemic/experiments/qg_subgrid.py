@@ -29,6 +29,7 @@ import numpy as np
 
 from nemic.core.errors import ConfigError
 from nemic.core.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
+from nemic.core.progress import progress_bar
 from nemic.data.coarsen import OPERATORS, Coarsener, forcing_dataset
 from nemic.models.qg import SECONDS_PER_YEAR, get_config
 
@@ -217,8 +218,17 @@ def load_closure(path: str | Path):
 
 
 # ====================================================================== training
+def _finite_loss(loss, step: int, what: str) -> float:
+    from nemic.train.loop import TrainingDivergedError
+
+    loss = float(loss)
+    if not np.isfinite(loss):
+        raise TrainingDivergedError(f"{what}: loss became {loss} at step {step}; lower the learning rate")
+    return loss
+
+
 def train_offline(closure, ds, *, steps: int = 1000, batch: int = 16, lr: float = 1e-3, key=None,
-                  target: str = "q_subgrid_forcing", log_every: int = 50):
+                  target: str = "q_subgrid_forcing", log_every: int = 50, progress: bool = False):
     """Fit the closure's network to the forcing targets (normalised MSE), Adam; returns ``(closure, losses)``.
 
     Loss: ``mean(((net(q / s_q) - S / s_S))^2)`` with the closure's scales; the targets come from the dataset.
@@ -251,12 +261,15 @@ def train_offline(closure, ds, *, steps: int = 1000, batch: int = 16, lr: float 
         return optax.apply_updates(p, upd), s, loss
 
     losses = []
-    for i in range(steps):
-        key, k = jax.random.split(key)
-        idx = jax.random.choice(k, n, (min(batch, n),), replace=False)
-        params, state, loss = step(params, state, q[idx], S[idx])
-        if i % log_every == 0 or i == steps - 1:
-            losses.append((i, float(loss)))
+    with progress_bar(progress) as pb:
+        task = pb.add_task("offline training", total=steps, info="")
+        for i in range(steps):
+            key, k = jax.random.split(key)
+            idx = jax.random.choice(k, n, (min(batch, n),), replace=False)
+            params, state, loss = step(params, state, q[idx], S[idx])
+            if i % log_every == 0 or i == steps - 1:
+                losses.append((i, _finite_loss(loss, i, "offline training")))
+                pb.update(task, completed=i + 1, info=f"loss {losses[-1][1]:.4g}")
     return rebuild(params), losses
 
 
@@ -299,7 +312,7 @@ def spectrum_loss(lo, q, q_ref):
 
 
 def train_online(closure, lo, ds, *, steps: int = 200, horizon: int = 4, batch: int = 2, lr: float = 1e-4,
-                 key=None, log_every: int = 10, spectrum_weight: float = 0.0):
+                 key=None, log_every: int = 10, spectrum_weight: float = 0.0, progress: bool = False):
     """Train the closure through rollouts of the low-resolution model (Adam, gradient through the solver).
 
     Each sample starts at a coarse-grained high-resolution snapshot ``q_bar(t_i)`` and is rolled out ``horizon``
@@ -347,12 +360,15 @@ def train_online(closure, lo, ds, *, steps: int = 200, horizon: int = 4, batch: 
         return optax.apply_updates(p, upd), s, loss
 
     losses = []
-    for i in range(steps):
-        key, k = jax.random.split(key)
-        idx = jax.random.randint(k, (batch,), 0, starts)
-        params, state, loss = step(params, state, idx)
-        if i % log_every == 0 or i == steps - 1:
-            losses.append((i, float(loss)))
+    with progress_bar(progress) as pb:
+        task = pb.add_task("online training", total=steps, info="")
+        for i in range(steps):
+            key, k = jax.random.split(key)
+            idx = jax.random.randint(k, (batch,), 0, starts)
+            params, state, loss = step(params, state, idx)
+            if i % log_every == 0 or i == steps - 1:
+                losses.append((i, _finite_loss(loss, i, "online training")))
+                pb.update(task, completed=i + 1, info=f"loss {losses[-1][1]:.4g}")
     return rebuild(params), losses
 
 

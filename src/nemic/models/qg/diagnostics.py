@@ -71,7 +71,7 @@ def ke_spectrum_2d(model: TwoLayerQG, q):
     """Kinetic-energy density of each layer on the rfft2 grid (2, ny, nk): ``wv2 |ph|^2 / (2 M^2)``."""
     _, _, wv2 = model.grid(q.dtype)
     ph = model.invert(model.fft(q))
-    return wv2 * jnp.abs(ph) ** 2 / (2 * model.M**2)
+    return wv2 * jnp.abs(ph) ** 2 / (2 * float(model.M) ** 2)
 
 
 def ke_spectrum(model: TwoLayerQG, q):
@@ -81,14 +81,14 @@ def ke_spectrum(model: TwoLayerQG, q):
 
 def enstrophy_spectrum(model: TwoLayerQG, q):
     """Isotropic enstrophy spectrum of each layer: ``(kr, Z (2, n))`` with ``sum(Z) dkr`` = layer enstrophy."""
-    return sp.isotropic_spectrum(jnp.abs(model.fft(q)) ** 2 / (2 * model.M**2), model.nx, model.ny, model.L,
+    return sp.isotropic_spectrum(jnp.abs(model.fft(q)) ** 2 / (2 * float(model.M) ** 2), model.nx, model.ny, model.L,
                                  model.W)
 
 
 def _energy_projection(model: TwoLayerQG, ph, th):
     """Energy tendency density on the rfft2 grid (ny, nk) of a PV tendency ``th`` (2, ny, nk)."""
     w = _wH(model, jnp.real(ph).dtype)[:, None, None]
-    return -jnp.sum(w * jnp.real(jnp.conj(ph) * th), axis=0) / model.M**2
+    return -jnp.sum(w * jnp.real(jnp.conj(ph) * th), axis=0) / float(model.M) ** 2
 
 
 def energy_budget(model: TwoLayerQG, q, isotropic: bool = True) -> dict:
@@ -142,8 +142,8 @@ def parameterization_energy_flux(model: TwoLayerQG, q, dq, isotropic: bool = Tru
     s_dph = jnp.stack([F1 * (dph[1] - dph[0]), F2 * (dph[0] - dph[1])])
     w = _wH(model, dt)[:, None, None]
     out = {
-        "KEflux": jnp.sum(w * wv2 * jnp.real(jnp.conj(ph) * dph), axis=0) / model.M**2,
-        "APEflux": -jnp.sum(w * jnp.real(jnp.conj(ph) * s_dph), axis=0) / model.M**2,
+        "KEflux": jnp.sum(w * wv2 * jnp.real(jnp.conj(ph) * dph), axis=0) / float(model.M) ** 2,
+        "APEflux": -jnp.sum(w * jnp.real(jnp.conj(ph) * s_dph), axis=0) / float(model.M) ** 2,
     }
     if isotropic:
         kr = None
