@@ -20,9 +20,11 @@ from nemic.processes.qg_closures import BackscatterBiharmonic
 
 def test_wasserstein_matches_scipy():
     rng = np.random.default_rng(0)
-    for na, nb in ((50, 50), (37, 101)):
+    for na, nb in ((50, 50), (37, 101), (20, 60), (90, 30)):
         a, b = rng.normal(size=na), rng.gamma(2.0, size=nb)
         assert ex.wasserstein1(a, b) == pytest.approx(scipy.stats.wasserstein_distance(a, b), rel=1e-12)
+        assert ex.wasserstein1(np.sort(a), np.sort(b), presorted=True) == pytest.approx(
+            scipy.stats.wasserstein_distance(a, b), rel=1e-12)
 
 
 def test_similarity_is_one_for_a_perfect_closure_and_zero_for_none():
@@ -131,6 +133,11 @@ def test_offline_then_online_training_and_evaluation(data_dir, tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["nx_lo"] == 16
     assert (tmp_path / "eval" / "spectra.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "snapshots.png").exists()
+    tab = ex.similarity_table([tmp_path / "eval"]).splitlines()
+    mean, mn = m["closures"]["backscatter"]["mean"], m["closures"]["backscatter"]["min"]
+    assert tab[2] == f"| backscatter | {mean:+.2f} / {mn:+.2f} |" and len(tab) == 4
+    with pytest.raises(DataError, match="metrics.json' does not exist"):
+        ex.similarity_table([tmp_path])
 
 
 def test_bad_datasets_and_options(data_dir, tmp_path):

@@ -141,3 +141,13 @@ def evaluate(
     for name, s in m["closures"].items():
         typer.echo(f"{name:>14}: similarity mean {s['mean']:+.3f}  min {s['min']:+.3f}")
     typer.echo(f"wrote {out}/metrics.json")
+
+
+@app.command()
+def table(
+    evals: list[Path] = typer.Argument(..., help="directories written by `nemic qg evaluate` (one per configuration)"),
+) -> None:
+    """Print the similarity table (mean and minimum over the metrics) of several evaluations, as Markdown."""
+    from nemic.experiments.qg_subgrid import similarity_table
+
+    typer.echo(similarity_table(evals))
