@@ -135,7 +135,8 @@ def qg(
                   f"scale chosen on validation starts {m['validation']['starts']}: "
                   f"{m['validation']['chosen_scale']:g}")
     table = Table(title=f"free-run relative biases (%) over test starts {m['test_starts']}: mean +- std")
-    for col in ("model", "KE", "KE1", "KE2", "enstrophy", "similarity", "guard flags", "stable"):
+    for col in ("model", "KE", "KE1", "KE2", "enstrophy", "similarity", "flags (nudged / climate guard)",
+                "stable"):
         table.add_column(col, justify="right", no_wrap=True)
     for name, v in m["models"].items():
         b = v["biases"]
@@ -143,8 +144,14 @@ def qg(
                  + ("*" if b[k].get("reduction_exceeds_spread") else "") for k in ("KE", "KE1", "KE2", "enstrophy")]
         sim = v.get("similarity")
         g = m["guard"]["free_runs"][name]["flagged_fraction"]
+        gc = (m["guard_climate"] or {}).get("free_runs", {}).get(name, {}).get("flagged_fraction")
         table.add_row(name, *cells, "-" if sim is None else f"{sim['mean']:+.2f} +- {sim['std']:.2f}",
-                      "-" if g is None else f"{100 * g:.0f} %", "yes" if v["all_stable"] else "NO")
+                      " / ".join("-" if x is None else f"{100 * x:.0f} %" for x in (g, gc)),
+                      "yes" if v["all_stable"] else "NO")
     console.print(table)
     console.print("* bias reduction against low_res larger than the spread (max of the two standard deviations)")
+    console.print(f"guard false alarms: nudged-run guard on its holdout "
+                  f"{100 * m['guard']['false_alarm_rate_nudged_holdout']:.0f} %"
+                  + ("" if m["guard_climate"] is None else f", climate guard on the rest of the climate "
+                     f"{100 * m['guard_climate']['false_alarm_rate_climate_rest']:.0f} %"))
     console.print(f"wall time: {time.perf_counter() - t0:.1f} s; results in [bold]{Path(out).resolve()}[/bold]")

@@ -485,6 +485,13 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
     fmap = jax.jit(jax.vmap(lambda x: feats(x)[0]))
     detector = MahalanobisDetector.fit(np.asarray(fmap(jnp.asarray(q_n[i0:i1]))), quantile=cfg.guard_quantile)
     guard = GuardedTendency(ScaledCorrection(closure, alpha), detector, features=feats, field="q")
+    # a second detector fitted on the first 2/3 of the high-resolution (op1) climate: it measures how far the free
+    # runs leave the target climate, where the first one measures how far they leave the (one-year, strongly
+    # autocorrelated) training sample of the nudged run
+    f_clim = np.asarray(fmap(jnp.asarray(climate)))
+    n_fit = (2 * f_clim.shape[0]) // 3
+    det_clim = (MahalanobisDetector.fit(f_clim[:n_fit], quantile=cfg.guard_quantile)
+                if n_fit >= f_clim.shape[1] + 1 and f_clim.shape[0] - n_fit > 0 else None)
     # the guard's distance of every saved state (one compiled function for all runs; the same numbers as
     # guard_report, which compiles afresh per call)
     guard_dist = eqx.filter_jit(lambda g, q: jax.vmap(lambda x: g.distance(QGState(q=x)))(q))
@@ -497,6 +504,10 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
                        "relative_biases": {f"{a:g}": v for a, v in val.items()}, "chosen_scale": alpha},
         "test_starts": list(cfg.test_starts),
         "models": {},
+        "guard_climate": None if det_clim is None else {
+            "fitted_on": f"op1 climate snapshots 0-{n_fit - 1}", "threshold": float(det_clim.threshold),
+            "false_alarm_rate_climate_rest": det_clim.false_alarm_rate(f_clim[n_fit:]),
+            "false_alarm_rate_nudged_run": det_clim.false_alarm_rate(fmap(jnp.asarray(q_n[i0:]))), "free_runs": {}},
         "guard": {"features": "per layer: log std(q), kurtosis(q), log KE", "quantile": cfg.guard_quantile,
                   "threshold": float(detector.threshold),
                   "false_alarm_rate_nudged_holdout": detector.false_alarm_rate(fmap(jnp.asarray(q_n[i1:]))),
@@ -518,6 +529,10 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
             "flagged_fraction": float(np.mean([np.mean(x > float(detector.threshold)) for x in d])) if d else None,
             "per_start": [float(np.mean(x > float(detector.threshold))) for x in d],
             "max_distance": float(max(x.max() for x in d)) if d else None}
+        if det_clim is not None:
+            fr = [det_clim.false_alarm_rate(fmap(jnp.asarray(q))) for q in runs[name] if q.shape[0]]
+            metrics["guard_climate"]["free_runs"][name] = {"flagged_fraction": float(np.mean(fr)) if fr else None,
+                                                           "per_start": fr}
     metrics["timings_s"] = timings
     _write_series(out, lo, runs, cfg.test_starts, f_every * dt, spin * dt)
     ke_series = {name: [climate_stats(lo, q)["KE"] for q in rs if q.shape[0]] for name, rs in runs.items()}
