@@ -14,13 +14,18 @@ benchmark (Ross et al. 2023, JAMES 15, e2022MS003258, doi:10.1029/2022MS003258):
 3. correction: a small zero-mean :class:`~nemic.nn.conv.CircularCNN` inside a
    :class:`~nemic.processes.qg_closures.CNNClosure` fitted offline (Adam, normalised MSE) to map the nudged PV to
    its nudging tendency; skill measured on the last ``holdout`` fraction of the nudged run;
-4. climate: the low-resolution model run free ``free_years`` years with and without the correction, compared with
-   the coarse-grained high-resolution climate stored in the directory's ``op1.nc`` (the long ``generate`` run):
-   time-mean total (layer-weighted) and per-layer kinetic energy, enstrophy, KE spectra, and the benchmark's
-   similarity score (:func:`nemic.experiments.qg_subgrid.similarity`, Ross et al. 2023, eq. 9).
+4. validation: the correction times one output scale ``alpha`` (:class:`ScaledCorrection`) run free from a few
+   snapshots of the coarse-grained high-resolution climate (``op1.nc`` of the long ``generate`` run) for each
+   ``alpha`` in ``scales``; :func:`choose_scale` keeps the one with the smallest biases;
+5. test: from *other* climate snapshots, free runs of the uncorrected model, the correction with ``alpha = 1`` and
+   with the chosen ``alpha``, and subgrid closures to compare (backscatter, saved CNNs); mean and spread over the
+   starts (:func:`spread_summary`) of the relative biases of time-mean total (layer-weighted) and per-layer kinetic
+   energy and enstrophy against the climate, the benchmark's similarity score per start
+   (:func:`nemic.experiments.qg_subgrid.similarity`, Ross et al. 2023, eq. 9), and the flag rates of a
+   Mahalanobis novelty guard (:mod:`nemic.processes.guards`) on :func:`pv_features`.
 
-Outputs: ``metrics.json``, ``nudged_run.nc``, ``free_runs.nc``, ``ke_spectra.png``, ``energy_series.png``,
-``nudging_tendency.png``.
+Outputs: ``metrics.json``, ``nudged_run.nc``, ``correction/``, ``free_runs.nc`` (energy series of the test runs),
+``bias_spread.png``, ``ke_spectra.png``, ``energy_series.png``, ``nudging_tendency.png``.
 """
 
 from __future__ import annotations
