@@ -21,7 +21,7 @@ for C in eddy jet; do
   $N qg generate --config $C --restart $R/$C/hires.nc --years 0.25 --spinup-years 0 --save-every 6 \
       --operators op1 --no-float64 --out $R/${C}_fine90
   # online: fine-tune the offline CNN through 2-day rollouts of the 64-point model (state MSE + log KE spectra)
-  $N qg train --data $R/${C}_fine90 --mode online --init $OFF --out $R/${C}_cnn_on_s --steps 100 --batch 2 \
+  $N qg train --data $R/${C}_fine90 --mode online --init $OFF --out $R/${C}_cnn_on_s --steps 60 --batch 2 \
       --horizon 8 --lr 1e-4 --spectrum-weight 0.1
   $N qg evaluate --data $R/$C --out $R/eval_${C}_final $EVAL \
       --closures smagorinsky,backscatter,cnn_offline=$OFF,cnn_online=$R/${C}_cnn_on_s

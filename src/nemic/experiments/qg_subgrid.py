@@ -589,7 +589,8 @@ def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator:
 def similarity_table(eval_dirs: Sequence[str | Path]) -> str:
     """Markdown table of the similarity scores (mean / min) of the closures in several :func:`evaluate` outputs.
 
-    One column per evaluation (titled by its configuration), one row per closure.
+    One column per configuration and protocol (evaluations that share them, e.g. new closures scored later with the
+    same settings, whose deterministic uncorrected runs are identical, are merged), one row per closure.
     """
     from nemic.core.errors import DataError
 
@@ -600,7 +601,8 @@ def similarity_table(eval_dirs: Sequence[str | Path]) -> str:
             raise DataError(f"'{path}' does not exist (written by `nemic qg evaluate`)")
         m = json.loads(path.read_text())
         title = f"{m.get('config')} ({m.get('n_runs', 1)} x {m['n_steps'] * m['dt'] / 86400:.0f} d)"
-        cols.append(title)
+        if title not in cols:  # evaluations of the same configuration and protocol share a column
+            cols.append(title)
         for name, c in m["closures"].items():
             rows.setdefault(name, {})[title] = f"{c['mean']:+.2f} / {c['min']:+.2f}"
     lines = ["| closure | " + " | ".join(f"{c}: mean / min" for c in cols) + " |",
