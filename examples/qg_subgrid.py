@@ -39,7 +39,7 @@ for t, qi in zip(traj.t, traj.states.q):
 # 2. coarse-grained data: 64 -> 16 points, snapshots every 4 h for 10 days
 years = 240 * 3600.0 / SECONDS_PER_YEAR
 ex.generate("eddy", years, out / "data", nx_hi=64, nx_lo=16, spinup_years=0.0, save_every=4, q0=traj.final.q,
-            operators=("op1",), write_hires=False)
+            operators=("op1",))
 ds, lo = ex.load_dataset(out / "data", "op1")
 print(f"dataset: {ds.sizes['time']} snapshots of {list(ds.data_vars)}")
 
