@@ -151,6 +151,8 @@ def test_bad_datasets_and_options(data_dir, tmp_path):
         ex.evaluate(data_dir, {}, tmp_path / "e", n_steps=8, save_every=4, target="hr")
     with pytest.raises(DataError, match="hires.nc' does not exist"):
         ex.load_hires(tmp_path)
+    with pytest.raises(DataError, match="lacks the model attribute 'lo_nx'"):
+        ex.model_from_attrs({"lo_ny": 16}, "lo", "somewhere.nc")
     q, hi = ex.load_hires(data_dir, t_start=48 * 3600.0)
     assert hi.nx == 32 and q.shape == (13, 2, 32, 32)
     ds, lo = ex.load_dataset(data_dir, "op1")

@@ -113,21 +113,27 @@ def load_dataset(data_dir: str | Path, operator: str = "op1"):
     Returns ``(ds, lo)``.
     """
     from nemic.data.coarsen import load_forcing_dataset
-    from nemic.models.qg import TwoLayerQG
 
     if operator not in OPERATORS:
         raise ConfigError(f"unknown coarse-graining operator {operator!r}; choose one of {list(OPERATORS)}")
     ds = load_forcing_dataset(Path(data_dir) / f"{operator}.nc")
-    a = ds.attrs
-    try:
-        lo = TwoLayerQG(nx=int(a["lo_nx"]), ny=int(a["lo_ny"]), L=float(a["lo_L"]), W=float(a["lo_W"]),
-                        **{k: float(a[f"lo_{k}"]) for k in ("rek", "beta", "rd", "delta", "H1", "U1", "U2",
-                                                              "filterfac")})
-    except KeyError as e:
-        from nemic.core.errors import DataError
+    return ds, model_from_attrs(ds.attrs, "lo", Path(data_dir) / f"{operator}.nc")
 
-        raise DataError(f"dataset '{data_dir}/{operator}.nc' lacks the model attribute {e.args[0]!r}") from None
-    return ds, lo
+
+def model_from_attrs(attrs, prefix: str, path):
+    """Rebuild the :class:`~nemic.models.qg.TwoLayerQG` whose parameters a dataset stores as ``<prefix>_<name>``
+    attributes (as :func:`generate` writes them); ``DataError`` naming ``path`` if one is missing."""
+    from nemic.core.errors import DataError
+    from nemic.models.qg import TwoLayerQG
+
+    a = attrs
+    try:
+        return TwoLayerQG(nx=int(a[f"{prefix}_nx"]), ny=int(a[f"{prefix}_ny"]), L=float(a[f"{prefix}_L"]),
+                          W=float(a[f"{prefix}_W"]),
+                          **{k: float(a[f"{prefix}_{k}"]) for k in ("rek", "beta", "rd", "delta", "H1", "U1", "U2",
+                                                                      "filterfac")})
+    except KeyError as e:
+        raise DataError(f"dataset '{path}' lacks the model attribute {e.args[0]!r}") from None
 
 
 def load_hires(data_dir: str | Path, t_start: float = 0.0):
@@ -138,7 +144,6 @@ def load_hires(data_dir: str | Path, t_start: float = 0.0):
     import xarray as xr
 
     from nemic.core.errors import DataError
-    from nemic.models.qg import TwoLayerQG
 
     path = Path(data_dir) / "hires.nc"
     if not path.exists():
@@ -147,13 +152,7 @@ def load_hires(data_dir: str | Path, t_start: float = 0.0):
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         if "q" not in ds or ds["q"].ndim != 4:
             raise DataError(f"'{path}' has no variable q (time, lev, y, x)")
-        a = ds.attrs
-        try:
-            hi = TwoLayerQG(nx=int(a["hi_nx"]), ny=int(a["hi_ny"]), L=float(a["hi_L"]), W=float(a["hi_W"]),
-                            **{k: float(a[f"hi_{k}"]) for k in ("rek", "beta", "rd", "delta", "H1", "U1", "U2",
-                                                                  "filterfac")})
-        except KeyError as e:
-            raise DataError(f"'{path}' lacks the model attribute {e.args[0]!r}") from None
+        hi = model_from_attrs(ds.attrs, "hi", path)
         keep = np.asarray(ds["time"].values, dtype=float) >= t_start - 1e-6
         q = np.asarray(ds["q"].values[keep])
     if q.shape[0] == 0:

@@ -91,6 +91,15 @@ def _energy_projection(model: TwoLayerQG, ph, th):
     return -jnp.sum(w * jnp.real(jnp.conj(ph) * th), axis=0) / float(model.M) ** 2
 
 
+def _isotropic(model: TwoLayerQG, terms: dict) -> dict:
+    """Isotropic spectra of rfft2-grid densities (with their wavenumbers ``kr``)."""
+    out = {}
+    for name, val in terms.items():
+        kr, out[name] = sp.isotropic_spectrum(val, model.nx, model.ny, model.L, model.W)
+    out["kr"] = jnp.asarray(kr)
+    return out
+
+
 def energy_budget(model: TwoLayerQG, q, isotropic: bool = True) -> dict:
     """Spectral energy budget of PV ``q`` (2, ny, nx): rates in m^2 s^-3 per mode (or per rad/m if isotropic).
 
@@ -116,12 +125,7 @@ def energy_budget(model: TwoLayerQG, q, isotropic: bool = True) -> dict:
         "APEgenspec": _energy_projection(model, ph, bg_t),
         "KEfrictionspec": _energy_projection(model, ph, drag_t),
     }
-    if isotropic:
-        kr = None
-        for name in list(out):
-            kr, out[name] = sp.isotropic_spectrum(out[name], model.nx, model.ny, model.L, model.W)
-        out["kr"] = jnp.asarray(kr)
-    return out
+    return _isotropic(model, out) if isotropic else out
 
 
 def parameterization_energy_flux(model: TwoLayerQG, q, dq, isotropic: bool = True) -> dict:
@@ -145,12 +149,7 @@ def parameterization_energy_flux(model: TwoLayerQG, q, dq, isotropic: bool = Tru
         "KEflux": jnp.sum(w * wv2 * jnp.real(jnp.conj(ph) * dph), axis=0) / float(model.M) ** 2,
         "APEflux": -jnp.sum(w * jnp.real(jnp.conj(ph) * s_dph), axis=0) / float(model.M) ** 2,
     }
-    if isotropic:
-        kr = None
-        for name in list(out):
-            kr, out[name] = sp.isotropic_spectrum(out[name], model.nx, model.ny, model.L, model.W)
-        out["kr"] = jnp.asarray(kr)
-    return out
+    return _isotropic(model, out) if isotropic else out
 
 
 def energy_budget_totals(model: TwoLayerQG, q) -> dict:
