@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nemic.core import (AB3, RK4, AbstractState, BlowUpError, ConfigError, DataError, FunctionProcess,
-                        Trajectory, checkpointed_scan, rollout, simulate, to_xarray)
+                        Trajectory, checkpointed_scan, rollout, simulate)
+from nemic.io import progress, to_xarray
 
 
 class TwoFields(AbstractState):
@@ -113,9 +114,15 @@ def test_simulate_names_step_and_variable_and_keeps_trajectory():
 def test_simulate_matches_rollout_and_shows_progress(capsys):
     s0 = TwoFields(a=jnp.ones(3), b=jnp.arange(2.0))
     a = rollout(decay, AB3(), s0, dt=0.01, n_steps=120, save_every=3)
-    b = simulate(decay, AB3(), s0, dt=0.01, n_steps=120, save_every=3, segments=5, progress="decaying")
+    reports = []
+    b = simulate(decay, AB3(), s0, dt=0.01, n_steps=120, save_every=3, segments=5,
+                 progress=lambda done, total: reports.append((done, total)))
     np.testing.assert_allclose(a.states.a, b.states.a, rtol=1e-13)
     np.testing.assert_allclose(a.t, b.t)
+    assert reports[-1] == (120, 120) and len(reports) == 5
+    with progress("decaying") as report:  # the Rich bar from nemic.io
+        c = simulate(decay, AB3(), s0, dt=0.01, n_steps=120, save_every=3, segments=5, progress=report)
+    np.testing.assert_array_equal(b.states.a, c.states.a)
 
 
 @pytest.mark.parametrize("kwargs, err, match", [

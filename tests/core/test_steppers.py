@@ -64,7 +64,7 @@ class Decay(AbstractImplicitProcess):
 
     k: float
 
-    def tendency(self, state, t):
+    def tendency(self, state, t, key=None):
         return -self.k * state
 
     def implicit_solve(self, rhs, t, eta):
@@ -95,7 +95,7 @@ def test_semi_implicit_euler_first_order_and_stable_for_stiff_part():
 
 
 def test_semi_implicit_needs_split_process():
-    with pytest.raises(ConfigError, match="ImplicitExplicit"):
+    with pytest.raises(ConfigError, match="implicit-explicit"):
         rollout(FunctionProcess(lambda s, t: -s), SemiImplicitEuler(), jnp.ones(2), dt=0.1, n_steps=2)
 
 

@@ -11,17 +11,16 @@ import pytest
 from nemic.core.errors import DataError
 from nemic.metrics.minkowski import MinkowskiLoss, minkowski_functionals
 from nemic.metrics.minkowski.surrogate import (
-    MinkowskiSurrogate,
     constraint_violations,
-    init_readout,
-    load_surrogate,
     polyomino_min_perimeter,
     r2_scores,
-    save_surrogate,
     stack_measures,
-    train_surrogate,
 )
 from nemic.nn.lipschitz import LipschitzResidualBlock, SpectralConv2d, SpectralLinear, pixel_unshuffle
+from nemic.nn.minkowski_surrogate import MinkowskiSurrogate
+from nemic.train.checkpoint import load_module, save_module
+from nemic.train.loop import TrainingDivergedError
+from nemic.train.surrogate import init_readout, load_default_surrogate, train_surrogate
 
 THR = np.array([0.1, 1.0, 4.0])
 
@@ -134,13 +133,13 @@ def test_training_checkpoint_loss_and_transforms(tmp_path, opera_sample):
     assert full_loss(trained) < 0.95 * full_loss(start)
     r2 = r2_scores(stack_measures(trained(x)), y)
     assert r2.shape == (4, 3)
-    # checkpoint round trip: weights as eqx leaves + JSON hyperparameters
-    save_surrogate(trained, tmp_path / "sur", extra={"recipe": "test"})
-    back = load_surrogate(tmp_path / "sur.json")
+    # weights round trip: one file, eqx leaves + JSON header with the hyperparameters
+    save_module(tmp_path / "sur", trained, extra={"recipe": "test"})
+    back = load_module(tmp_path / "sur.eqx", kind="MinkowskiSurrogate")
     for a, b in zip(trained(x), back(x)):
         np.testing.assert_array_equal(a, b)
-    with pytest.raises(DataError, match="needs both"):
-        load_surrogate(tmp_path / "missing")
+    with pytest.raises(DataError, match="does not exist"):
+        load_module(tmp_path / "missing.eqx")
     # jit / vmap / grad through the surrogate and the surrogate loss
     np.testing.assert_allclose(eqx.filter_jit(lambda m, a: m(a).area)(trained, x), trained(x).area, rtol=1e-12)
     np.testing.assert_allclose(jax.vmap(lambda a: trained(a).perimeter)(x), trained(x).perimeter, rtol=1e-12)
@@ -150,13 +149,16 @@ def test_training_checkpoint_loss_and_transforms(tmp_path, opera_sample):
     assert g.shape == x.shape and np.all(np.isfinite(g)) and np.abs(g).max() > 0
     with pytest.raises(DataError, match="multiple"):
         trained(np.zeros((5, 33, 32)))
+    with pytest.raises(DataError, match="NaN"):
+        trained(np.where(np.arange(32) == 3, np.nan, x[0]))
+    # a NaN learning rate stops the training with one line, instead of returning NaN thresholds
+    with pytest.raises(TrainingDivergedError, match="iteration 0"):
+        train_surrogate(model, x, y, steps=3, batch_size=4, learning_rate=float("nan"), key=jax.random.PRNGKey(1))
 
 
 def test_shipped_weights_on_later_frames():
     # the shipped sample's 13:15 and 15:15 frames lie in the test block of the shipped weights' recipe
     from nemic.data.opera import extract_patches, load_sample
-    from nemic.metrics.minkowski.surrogate import load_default_surrogate
-
     frames = load_sample().rain_rate.isel(time=[4, 5])
     x = extract_patches(frames, size=128, stride=64, min_wet_fraction=0.1).values
     model = load_default_surrogate()

@@ -9,7 +9,7 @@ import pytest
 from jax.test_util import check_grads
 
 from nemic.core.errors import ConfigError, DataError
-from nemic.core.output import to_xarray
+from nemic.io.output import to_xarray
 from nemic.core.process import FunctionProcess
 from nemic.core.rollout import rollout, simulate
 from nemic.core.state import AbstractState

@@ -130,7 +130,7 @@ def test_tiny_end_to_end_command_writes_cf_nudging_tendencies(tmp_path):
 class _Identity(eqx.Module):
     """A stand-in correction whose tendency is the state's PV itself (so the projection can be checked)."""
 
-    def tendency(self, state, t):
+    def tendency(self, state, t, key=None):
         from nemic.models.qg.model import QGState
 
         return QGState(q=state.q)

@@ -41,7 +41,7 @@ def run(
     """Equilibrium climate and its response to CO2 x co2_ratio: equilibrium.nc, co2.nc, summary.json, ebm.png.
     With --insolation daily: the seasonal cycle after a 30-year spin-up (seasonal.nc, monthly and annual means)."""
     _setup()
-    from nemic.core.output import ensure_writable_dir, write_json, write_netcdf
+    from nemic.io.output import ensure_writable_dir, write_json, write_netcdf
     from nemic.experiments import ebm as X
 
     out = ensure_writable_dir(out)
@@ -103,7 +103,7 @@ def hysteresis(
     import numpy as np
 
     from nemic.core.errors import ConfigError
-    from nemic.core.output import ensure_writable_dir, write_json, write_netcdf
+    from nemic.io.output import ensure_writable_dir, write_json, write_netcdf
     from nemic.experiments import ebm as X
 
     if not (s0_step > 0) or not (s0_max >= s0_min):
@@ -140,7 +140,7 @@ def calibrate(
     _setup()
     import jax
 
-    from nemic.core.output import ensure_writable_dir, write_json
+    from nemic.io.output import ensure_writable_dir, write_json
     from nemic.experiments import ebm as X
 
     out = ensure_writable_dir(out)
@@ -183,7 +183,7 @@ def hybrid(
     import jax
 
     from nemic.core.errors import ConfigError
-    from nemic.core.output import atomic_write, ensure_writable_dir, write_json
+    from nemic.io.output import atomic_write, ensure_writable_dir, write_json
     from nemic.experiments import ebm_hybrid as X
 
     if steps < 1:

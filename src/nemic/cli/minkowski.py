@@ -97,7 +97,7 @@ def train_surrogate_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from nemic.core.output import ensure_writable_dir, write_json
+    from nemic.io.output import ensure_writable_dir, write_json
     from nemic.data.opera import extract_patches, time_block_split, wet_quantile_thresholds
     from nemic.metrics.minkowski import minkowski_functionals
     from nemic.metrics.minkowski.surrogate import (

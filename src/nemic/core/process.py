@@ -4,19 +4,35 @@ A dynamical core, a classical parameterization, a neural network, a nudging term
 Processes; ``a + b`` composes them into a :class:`Sum` whose tendency is the sum of the terms' tendencies (as
 dinosaur's ``compose_equations`` and diffrax's ``MultiTerm`` do).
 
+Composition is closed under implicit-explicit splitting: adding explicit terms to an :class:`ImplicitExplicit`
+process folds them into its explicit part, so ``ebm + nudging + correction`` is still an ``ImplicitExplicit``
+that IMEX steppers accept without special code. A sum may hold at most one implicit part.
+
+Randomness. ``tendency(state, t, key=None)`` receives a ``jax.random`` key from the rollout (the run key with the
+step index folded in); a :class:`Sum` splits it among its stochastic terms, and deterministic processes ignore it
+at no cost. Processes with memory (an AR(1) forcing) keep their random field in a *noise state* that the rollout
+carries beside the model state and advances once per step (:meth:`AbstractProcess.init_noise`,
+:meth:`AbstractProcess.advance_noise`); the stepper then sees the process with the current field bound into it
+(:meth:`AbstractProcess.bind_noise`). This is NeuralGCM's choice of random fields that evolve with the run
+(Kochkov et al. 2024, Nature 632, 1060), kept out of the physical state so that a model's state class, its
+tendencies and its output stay the same whether or not a stochastic term is added; it is preferred to diffrax's
+drift/diffusion terms because the stochastic parameterizations of the field (SPPT, AR(1) additive noise,
+generative closures) are forcings that stay constant over a step, not Ito integrals of a Brownian path.
+
 Design note: model time is *not* a field of the state. It is threaded by the steppers and the rollout as an
-explicit argument ``t``. This keeps a tendency's pytree exactly the structure of the state (no special leaf that
-must have derivative 1), and lets the same state class be used for a snapshot, a batch and a trajectory.
+explicit argument ``t``. This keeps a tendency's pytree exactly the structure of the state.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+
+from nemic.core.errors import ConfigError
 
 PyTree = Any
 
@@ -42,33 +58,104 @@ def tree_zeros_like(x: PyTree) -> PyTree:
 
 
 class AbstractProcess(eqx.Module):
-    """A term of a model's right-hand side: ``tendency(state, t)`` has the pytree structure of ``state``.
+    """A term of a model's right-hand side: ``tendency(state, t, key)`` has the pytree structure of ``state``.
 
     Subclasses hold their parameters as array fields (so ``jax.grad`` reaches them) and shape-determining
-    settings as static fields. ``p + q`` returns ``Sum((p, q))``.
+    settings as static fields. ``p + q`` returns ``Sum((p, q))`` (or an :class:`ImplicitExplicit` when either
+    side has an implicit part).
+
+    Class variables:
+        stochastic: True when the tendency draws random numbers from ``key`` or holds a noise state; a rollout
+            of a stochastic process needs a key.
     """
 
+    stochastic: ClassVar[bool] = False
+
     @abc.abstractmethod
-    def tendency(self, state: PyTree, t: Any) -> PyTree:
-        """Return d(state)/dt at time ``t``, with the same pytree structure as ``state``."""
+    def tendency(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
+        """Return d(state)/dt at time ``t``, with the same pytree structure as ``state``.
 
-    def __call__(self, state: PyTree, t: Any) -> PyTree:
-        return self.tendency(state, t)
+        ``key`` is a ``jax.random`` key for stochastic processes (``None`` in deterministic runs).
+        """
 
-    def __add__(self, other: AbstractProcess) -> Sum:
+    def __call__(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
+        return self.tendency(state, t, key)
+
+    # ------------------------------------------------------------ randomness with memory (default: none)
+    def init_noise(self, state: PyTree, key: Any) -> PyTree:
+        """The initial noise state (random fields with memory) for a run from ``state``; ``None`` if none."""
+        return None
+
+    def advance_noise(self, noise: PyTree, key: Any, dt: Any) -> PyTree:
+        """Advance the noise state by one step of size ``dt`` (called once per step, before the step)."""
+        return noise
+
+    def bind_noise(self, noise: PyTree) -> AbstractProcess:
+        """This process with the current noise state bound into it (what the stepper sees during a step)."""
+        return self
+
+    # ------------------------------------------------------------ composition
+    def __add__(self, other: AbstractProcess) -> AbstractProcess:
         if not isinstance(other, AbstractProcess):
             return NotImplemented
-        return Sum(_terms(self) + _terms(other))
+        return compose(self, other)
+
+    def __radd__(self, other: Any) -> AbstractProcess:
+        if isinstance(other, int) and other == 0:  # so that sum([p, q, r]) works
+            return self
+        return NotImplemented
 
 
 def _terms(p: AbstractProcess) -> tuple[AbstractProcess, ...]:
     return p.terms if isinstance(p, Sum) else (p,)
 
 
+def compose(*processes: AbstractProcess) -> AbstractProcess:
+    """Sum of processes, closed under implicit-explicit splitting.
+
+    Explicit terms join the explicit part of the (at most one) :class:`ImplicitExplicit` among ``processes``; the
+    order of the explicit terms is kept, so ``core + zero_correction`` reproduces ``core`` bit for bit.
+
+    Raises:
+        ConfigError: if more than one process has an implicit part, or an argument is not a process.
+    """
+    for p in processes:
+        if not isinstance(p, AbstractProcess):
+            raise ConfigError(f"only processes can be added, got {type(p).__name__}")
+    imex = [p for p in processes if isinstance(p, ImplicitExplicit)]
+    implicit_bare = [p for p in processes if isinstance(p, AbstractImplicitProcess)]
+    if len(imex) + len(implicit_bare) > 1:
+        raise ConfigError(
+            "a model can have at most one implicit part; got "
+            + ", ".join(type(p).__name__ for p in imex + implicit_bare)
+            + " (add their implicit operators into one AbstractImplicitProcess)"
+        )
+    if not imex:
+        terms: list[AbstractProcess] = []
+        for p in processes:
+            terms.extend(_terms(p))
+        return Sum(tuple(terms))
+    explicit: list[AbstractProcess] = []
+    for p in processes:
+        explicit.extend(_terms(p.explicit) if isinstance(p, ImplicitExplicit) else _terms(p))
+    return ImplicitExplicit(Sum(tuple(explicit)) if len(explicit) > 1 else explicit[0], imex[0].implicit)
+
+
+def split_key(key: Any, n: int) -> tuple[Any, ...]:
+    """``n`` independent keys from ``key`` (``None`` stays ``None``)."""
+    if key is None:
+        return (None,) * n
+    if n == 1:
+        return (key,)
+    return tuple(jax.random.split(key, n))
+
+
 class Sum(AbstractProcess):
     """The sum of several processes. The first term is the *core* (it owns the state's diagnostics).
 
-    The tendencies are added in order, so ``core + zero_correction`` reproduces ``core`` bit for bit.
+    The tendencies are added in order, so ``core + zero_correction`` reproduces ``core`` bit for bit. The key of a
+    step is split among the stochastic terms (deterministic terms get ``None``), so adding a deterministic term
+    never changes the random numbers a stochastic one draws.
     """
 
     terms: tuple[AbstractProcess, ...]
@@ -76,26 +163,54 @@ class Sum(AbstractProcess):
     def __init__(self, terms: tuple[AbstractProcess, ...] | list[AbstractProcess]):
         terms = tuple(terms)
         if not terms:
-            raise ValueError("Sum needs at least one process")
+            raise ConfigError("Sum needs at least one process")
         for p in terms:
             if not isinstance(p, AbstractProcess):
-                raise TypeError(f"Sum terms must be processes, got {type(p).__name__}")
+                raise ConfigError(f"Sum terms must be processes, got {type(p).__name__}")
+            if isinstance(p, (ImplicitExplicit, AbstractImplicitProcess)):
+                raise ConfigError(
+                    f"Sum cannot hold the implicit part {type(p).__name__}; build it with '+' (nemic.core.compose),"
+                    " which folds explicit terms into the implicit-explicit model")
         self.terms = terms
 
     @property
     def core(self) -> AbstractProcess:
         return self.terms[0]
 
-    def tendency(self, state: PyTree, t: Any) -> PyTree:
-        return tree_add(*(p.tendency(state, t) for p in self.terms))
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return any(p.stochastic for p in self.terms)
+
+    def _keys(self, key: Any) -> list[Any]:
+        flags = [p.stochastic for p in self.terms]
+        ks = iter(split_key(key, max(sum(flags), 1)))
+        return [next(ks) if f else None for f in flags]
+
+    def tendency(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
+        keys = self._keys(key)
+        return tree_add(*(p.tendency(state, t, k) for p, k in zip(self.terms, keys)))
+
+    def init_noise(self, state, key):
+        noise = tuple(p.init_noise(state, k) for p, k in zip(self.terms, self._keys(key)))
+        return None if all(n is None for n in noise) else noise
+
+    def advance_noise(self, noise, key, dt):
+        if noise is None:
+            return None
+        return tuple(p.advance_noise(n, k, dt) for p, n, k in zip(self.terms, noise, self._keys(key)))
+
+    def bind_noise(self, noise):
+        if noise is None:
+            return self
+        return Sum(tuple(p.bind_noise(n) for p, n in zip(self.terms, noise)))
 
 
 class FunctionProcess(AbstractProcess):
-    """Wrap a plain function ``f(state, t) -> tendency`` as a process (handy in tests and notebooks)."""
+    """Wrap a plain function ``f(state, t) -> tendency`` as a deterministic process (handy in tests)."""
 
     fn: Any = eqx.field(static=True)
 
-    def tendency(self, state: PyTree, t: Any) -> PyTree:
+    def tendency(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
         return self.fn(state, t)
 
 
@@ -110,15 +225,44 @@ class AbstractImplicitProcess(AbstractProcess):
     def implicit_solve(self, rhs: PyTree, t: Any, eta: Any) -> PyTree:
         """Solve ``x - eta * tendency(x, t) = rhs`` for ``x``."""
 
+    def __add__(self, other: AbstractProcess) -> AbstractProcess:
+        if not isinstance(other, AbstractProcess):
+            return NotImplemented
+        if isinstance(other, (ImplicitExplicit, AbstractImplicitProcess)):
+            return compose(self, other)  # raises: two implicit parts
+        return ImplicitExplicit(other, self)
+
 
 class ImplicitExplicit(AbstractProcess):
     """A right-hand side split into an explicit part and an implicitly treated part (for IMEX steppers).
 
-    Its tendency is the sum of both, so explicit steppers can use it too.
+    Its tendency is the sum of both, so explicit steppers can use it too. Randomness lives in the explicit part.
     """
 
     explicit: AbstractProcess
     implicit: AbstractImplicitProcess
 
-    def tendency(self, state: PyTree, t: Any) -> PyTree:
-        return tree_add(self.explicit.tendency(state, t), self.implicit.tendency(state, t))
+    def __check_init__(self):
+        if not isinstance(self.implicit, AbstractImplicitProcess):
+            raise ConfigError(
+                f"the implicit part must be an AbstractImplicitProcess, got {type(self.implicit).__name__}")
+        if isinstance(self.explicit, (ImplicitExplicit, AbstractImplicitProcess)):
+            raise ConfigError("the explicit part of an ImplicitExplicit cannot hold a second implicit part")
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.explicit.stochastic
+
+    def tendency(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
+        return tree_add(self.explicit.tendency(state, t, key), self.implicit.tendency(state, t))
+
+    def init_noise(self, state, key):
+        return self.explicit.init_noise(state, key)
+
+    def advance_noise(self, noise, key, dt):
+        return self.explicit.advance_noise(noise, key, dt)
+
+    def bind_noise(self, noise):
+        if noise is None:
+            return self
+        return ImplicitExplicit(self.explicit.bind_noise(noise), self.implicit)

@@ -6,10 +6,17 @@ Two entry points:
   With ``checkpoint=True`` the scan is split into blocks of about sqrt(n) steps, each wrapped in
   ``jax.checkpoint``, so reverse-mode memory grows like sqrt(n) instead of n (Griewank & Walther 2000,
   ACM TOMS 26, 19-45, doi:10.1145/347837.347846) at the price of one extra forward pass.
-* :func:`simulate` is the host-side driver for long runs: it runs the pure rollout in segments under a Rich
-  progress bar, and when a state becomes NaN/inf it replays the bad segment step by step to name the exact step
+* :func:`simulate` is the host-side driver for long runs of every model: it runs the pure rollout in segments,
+  reports progress through a callback (``nemic.io.progress`` turns that into a Rich bar), and when a state becomes NaN/inf it replays the bad segment step by step to name the exact step
   and variable, and raises :class:`~nemic.core.errors.BlowUpError` carrying the trajectory up to the last finite
   saved state (or returns that trajectory with ``on_blowup="truncate"``).
+
+Randomness: with ``key`` the rollout folds the global step index into the run key and splits it between the
+advance of the process's noise state (random fields with memory, see :mod:`nemic.core.process`) and the step
+itself, so the same key gives the same trajectory, whether run in one piece or in segments.
+
+Ensembles: :func:`ensemble_rollout` ``vmap``s a rollout over members (initial states and/or keys) and marks the
+leading axis of the result as the member axis, which :func:`nemic.io.output.to_xarray` names ``member``.
 
 Blow-up detection inside :func:`rollout` is at the granularity of saves: once a saved state is not finite the
 state is frozen at the last finite one and ``Trajectory.blowup_step`` records the number of steps completed before
@@ -26,65 +33,104 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nemic.core.errors import BlowUpError, ConfigError, check_dt, check_finite, is_concrete
+from nemic.core.errors import BlowUpError, ConfigError, DataError, check_dt, check_finite, is_concrete
 from nemic.core.process import AbstractProcess, PyTree
-from nemic.core.progress import progress_bar
 from nemic.core.steppers import AbstractStepper
 
 
 class Trajectory(eqx.Module):
-    """Saved states of a rollout.
+    """Saved states (or observations) of a rollout.
 
     Attributes:
         t: times of the saved states, shape (n_saved,) (the initial state is included).
-        states: the state pytree with a leading axis of length n_saved.
+        states: the state pytree (or what ``observe`` returned) with a leading axis of length n_saved, preceded by
+            the member axis in an ensemble.
         blowup_step: number of completed steps before the first block whose result was not finite, or -1.
-            Shape () (or the batch shape under ``vmap``).
+            Shape () (or (n_members,) in an ensemble).
+        member_axis: True when ``states`` and ``blowup_step`` carry a leading ensemble-member axis.
     """
 
     t: jax.Array
     states: PyTree
     blowup_step: jax.Array
+    member_axis: bool = eqx.field(static=True, default=False)
 
     def __len__(self) -> int:
         return int(self.t.shape[-1])
 
     @property
+    def n_members(self) -> int | None:
+        """Number of ensemble members, or ``None`` for a single run."""
+        if not self.member_axis:
+            return None
+        return int(jax.tree_util.tree_leaves(self.states)[0].shape[0])
+
+    @property
     def final(self) -> PyTree:
-        """The last saved state."""
-        return jax.tree_util.tree_map(lambda x: x[-1], self.states)
+        """The last saved state (of every member in an ensemble)."""
+        return jax.tree_util.tree_map(lambda x: x[:, -1] if self.member_axis else x[-1], self.states)
 
     def take(self, n: int) -> "Trajectory":
         """The first ``n`` saved states."""
         return Trajectory(
-            t=self.t[:n],
-            states=jax.tree_util.tree_map(lambda x: x[:n], self.states),
+            t=self.t[..., :n],
+            states=jax.tree_util.tree_map(lambda x: x[:, :n] if self.member_axis else x[:n], self.states),
             blowup_step=self.blowup_step,
+            member_axis=self.member_axis,
         )
+
+    def member(self, i: int) -> "Trajectory":
+        """The trajectory of ensemble member ``i``."""
+        if not self.member_axis:
+            raise ConfigError("this trajectory has no member axis")
+        return Trajectory(t=self.t, states=jax.tree_util.tree_map(lambda x: x[i], self.states),
+                          blowup_step=self.blowup_step[i])
+
+
+class RolloutCarry(eqx.Module):
+    """What a rollout needs to continue exactly: the stepper's history, the noise state and the step count, and
+    (in a returned carry) the final state itself, which ``observe`` may have left out of the trajectory."""
+
+    state: Any
+    stepper_state: Any
+    noise: Any
+    step: jax.Array
+
+
+def _levels(checkpoint: bool | int) -> int:
+    if isinstance(checkpoint, bool) or checkpoint is None:
+        return int(bool(checkpoint))
+    if not isinstance(checkpoint, (int, np.integer)) or checkpoint < 0:
+        raise ConfigError(f"checkpoint must be a bool or a number of nesting levels >= 0, got {checkpoint!r}")
+    return int(checkpoint)
 
 
 def checkpointed_scan(
-    body: Callable[[Any], tuple[Any, Any]], carry: Any, length: int, checkpoint: bool = False
+    body: Callable[[Any], tuple[Any, Any]], carry: Any, length: int, checkpoint: bool | int = False
 ) -> tuple[Any, Any]:
-    """``lax.scan`` of ``carry -> (carry, output)`` for ``length`` iterations, optionally with nested checkpointing.
+    """``lax.scan`` of ``carry -> (carry, output)`` for ``length`` iterations, with nested checkpointing.
 
-    With ``checkpoint=True`` the iterations are grouped into blocks of ``ceil(sqrt(length))``; each block is a
-    ``jax.checkpoint``-ed inner scan, so the backward pass stores one carry per block plus the intermediates of one
-    block: O(sqrt(length)) memory for the carries, at the cost of recomputing each block once. Outputs are returned
-    stacked along a leading axis of size ``length`` exactly as ``lax.scan`` would.
+    ``checkpoint`` is the number of nesting levels ``L`` (``True`` = 1). With ``L`` levels the iterations are
+    grouped into about ``length**(1/(L+1))`` blocks per level, each a ``jax.checkpoint``-ed inner scan, so the
+    backward pass stores about ``(L+1) length**(1/(L+1))`` carries and recomputes each step ``L`` times
+    (Griewank & Walther 2000, ACM TOMS 26, 19-45, doi:10.1145/347837.347846): one level for ~10^3 steps, two or
+    three for windows of 10^4-10^5 steps. Outputs are stacked along a leading axis of size ``length`` exactly as
+    ``lax.scan`` would.
     """
     if length < 0:
         raise ConfigError(f"scan length must be >= 0, got {length}")
+    levels = _levels(checkpoint)
     f = lambda c, _: body(c)  # noqa: E731
-    if not checkpoint or length <= 2:
+    if levels == 0 or length <= 2:
         return jax.lax.scan(f, carry, None, length=length)
-    m = max(1, math.isqrt(length - 1) + 1)  # ceil(sqrt(length))
+    # block length m ~ length**(levels/(levels+1)): the outer scan has ~length**(1/(levels+1)) blocks and each
+    # block is itself a checkpointed scan with one level fewer
+    m = max(1, min(length, int(math.ceil(length ** (levels / (levels + 1)) - 1e-9))))
     q, r = divmod(length, m)
 
-    def block(length):
-        # one rematerialised block: its forward is recomputed once in the backward pass, storing the
-        # intermediates of at most m iterations
-        return jax.checkpoint(lambda c, _: jax.lax.scan(f, c, None, length=length))
+    def block(n):
+        # one rematerialised block: its forward is recomputed in the backward pass
+        return jax.checkpoint(lambda c, _: checkpointed_scan(body, c, n, levels - 1))
 
     carry, ys = jax.lax.scan(block(m), carry, None, length=q)
     ys = jax.tree_util.tree_map(lambda y: y.reshape((q * m,) + y.shape[2:]), ys)
@@ -105,15 +151,59 @@ def _tree_where(pred, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
+def check_state(process: AbstractProcess, state: Any, name: str = "initial state") -> None:
+    """One-line errors for a state that cannot be stepped: not a pytree of float arrays, NaN/inf, or (when the
+    process or its core defines ``check_state``) a shape the model rejects."""
+    leaves = jax.tree_util.tree_leaves(state)
+    if not leaves:
+        raise DataError(f"{name} is empty: expected the model's state pytree (e.g. model.initial_state(key))")
+    for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer):
+            return
+        arr = np.asarray(leaf)
+        if arr.dtype.kind not in "fc":
+            raise DataError(f"{name} must hold floating-point arrays, got dtype {arr.dtype} "
+                            f"(build it with the model's state class, e.g. model.initial_state(key))")
+    check_finite(name, state)
+    core = getattr(process, "core", None) or getattr(getattr(process, "explicit", None), "core", None)
+    for p in (process, core, getattr(process, "explicit", None)):
+        if p is not None and hasattr(p, "check_state"):
+            p.check_state(state)
+            break
+
+
 def _validate(state0, dt, n_steps, save_every):
     check_dt(dt)
-    if not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
+    if not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool) or n_steps < 0:
         raise ConfigError(f"n_steps must be a non-negative integer, got {n_steps!r}")
-    if not isinstance(save_every, (int, np.integer)) or save_every < 1:
+    if not isinstance(save_every, (int, np.integer)) or isinstance(save_every, bool) or save_every < 1:
         raise ConfigError(f"save_every must be a positive integer, got {save_every!r}")
     if n_steps % save_every:
         raise ConfigError(f"n_steps ({n_steps}) must be a multiple of save_every ({save_every})")
-    check_finite("initial state", state0)
+
+
+def _check_key(process, key):
+    if key is None and process.stochastic:
+        raise ConfigError(f"{type(process).__name__} is stochastic: pass key=jax.random.key(seed) to the rollout")
+    if key is not None and not (isinstance(key, jax.core.Tracer) or _is_key(key)):
+        raise ConfigError(f"key must be a jax.random key, got {type(key).__name__}")
+
+
+def _is_key(key) -> bool:
+    try:
+        arr = jnp.asarray(key) if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    except AttributeError:
+        return False
+    if jax.dtypes.issubdtype(arr.dtype, jax.dtypes.prng_key):
+        return arr.shape == ()
+    return arr.dtype == jnp.uint32 and arr.shape == (2,)
+
+
+def init_carry(process: AbstractProcess, stepper: AbstractStepper, state0: PyTree, *, t0: Any = 0.0,
+               dt: Any, key: Any = None) -> RolloutCarry:
+    """The carry at the start of a run: the stepper's empty history and the process's initial noise state."""
+    noise = process.init_noise(state0, jax.random.fold_in(key, -1)) if key is not None else None
+    return RolloutCarry(state0, stepper.init(process, state0, t0, dt), noise, jnp.zeros((), jnp.int32))
 
 
 def rollout(
@@ -125,11 +215,15 @@ def rollout(
     n_steps: int,
     t0: float | jax.Array = 0.0,
     save_every: int = 1,
-    checkpoint: bool = False,
+    checkpoint: bool | int = False,
+    key: Any = None,
+    observe: Callable[[PyTree, Any], PyTree] | None = None,
     stepper_state: Any = None,
+    carry: RolloutCarry | None = None,
     detect_blowup: bool = True,
     return_stepper_state: bool = False,
-) -> Trajectory | tuple[Trajectory, Any]:
+    return_carry: bool = False,
+) -> Any:
     """Integrate ``process`` from ``state0`` for ``n_steps`` steps of size ``dt`` and save every ``save_every`` steps.
 
     Args:
@@ -140,45 +234,126 @@ def rollout(
         n_steps: number of steps, a multiple of ``save_every``.
         t0: initial time.
         save_every: save one state every this many steps.
-        checkpoint: blockwise ``jax.checkpoint`` for O(sqrt(n)) reverse-mode memory (n: the longer of the
-            number of saves and the steps per save; the shorter loop is recomputed whole inside a block).
+        checkpoint: ``jax.checkpoint`` nesting levels for reverse mode (``True`` = one level, O(sqrt n) memory;
+            2-3 levels for 10^4-10^5 steps; see :func:`checkpointed_scan`). Applied to the longer of the number
+            of saves and the steps per save; the shorter loop is recomputed whole inside a block.
+        key: ``jax.random`` key of the run (required when the process is stochastic). Step ``i`` (counted from
+            the start of the run, across continuations) uses ``fold_in(key, i)``.
+        observe: ``observe(state, t) -> pytree`` saved instead of the state (derived fields, a few variables).
         stepper_state: history of a multistep stepper to continue from (default: ``stepper.init``).
+        carry: a :class:`RolloutCarry` to continue a run exactly (stepper history, noise state, step count).
         detect_blowup: freeze the state at the last finite save once a save is NaN/inf (see module docs).
-        return_stepper_state: also return the final stepper state (to continue a run exactly).
+        return_stepper_state: also return the final stepper state.
+        return_carry: also return the final :class:`RolloutCarry` (to continue a run exactly, noise included).
 
     Returns:
         A :class:`Trajectory` with ``n_steps // save_every + 1`` saved states (the first is ``state0``).
     """
     if is_concrete((state0, dt)):
         _validate(state0, dt, n_steps, save_every)
+        check_state(process, state0)
+    _check_key(process, key)
+    if not isinstance(process, AbstractProcess):
+        raise ConfigError(f"rollout needs a process (a model), got {type(process).__name__}")
+    if not isinstance(stepper, AbstractStepper):
+        raise ConfigError(f"rollout needs a stepper, got {type(stepper).__name__}")
+    stepper.check_process(process)
     n_saves = n_steps // save_every
-    ss0 = stepper.init(process, state0, t0, dt) if stepper_state is None else stepper_state
-    # one level of sqrt(n) blocking, on the longer of the two loops (saves, steps per save): nesting it on both
-    # would recompute every step several times for no further memory gain
-    checkpoint_saves = checkpoint and n_saves >= save_every
-    checkpoint_steps = checkpoint and not checkpoint_saves
+    if carry is None:
+        carry = init_carry(process, stepper, state0, t0=t0, dt=dt, key=key)
+        if stepper_state is not None:
+            carry = RolloutCarry(state0, stepper_state, carry.noise, carry.step)
+    # one level of blocking, on the longer of the two loops (saves, steps per save): nesting it on both would
+    # recompute every step several times for no further memory gain
+    checkpoint_saves = checkpoint if n_saves >= save_every else False
+    checkpoint_steps = checkpoint if n_saves < save_every else False
+    i_start = carry.step
+    obs = (lambda s, t: s) if observe is None else observe
 
-    def one_step(carry):
-        state, ss, i = carry
-        new, ss = stepper.step(process, state, t0 + i * dt, dt, ss)
-        return (new, ss, i + 1), None
+    def one_step(c):
+        state, ss, noise, i = c
+        t = t0 + (i - i_start) * dt
+        if key is None:
+            new, ss = stepper.step(process, state, t, dt, ss)
+        else:
+            k_noise, k_step = jax.random.split(jax.random.fold_in(key, i))
+            noise = process.advance_noise(noise, k_noise, dt)
+            new, ss = stepper.step(process.bind_noise(noise), state, t, dt, ss, k_step)
+        return (new, ss, noise, i + 1), None
 
-    def one_save(carry):
-        state, ss, i, bad = carry
-        (new, ss_new, i_new), _ = checkpointed_scan(one_step, (state, ss, i), save_every, checkpoint_steps)
+    def one_save(c):
+        state, ss, noise, i, bad = c
+        (new, ss_new, noise_new, i_new), _ = checkpointed_scan(one_step, (state, ss, noise, i), save_every,
+                                                               checkpoint_steps)
         if detect_blowup:
             ok = all_finite(new) & (bad < 0)
-            bad = jnp.where((bad < 0) & ~ok, i, bad)
+            bad = jnp.where((bad < 0) & ~ok, i - i_start, bad)
             new = _tree_where(ok, new, state)
             ss_new = _tree_where(ok, ss_new, ss)
-        return (new, ss_new, i_new, bad), new
+            noise_new = _tree_where(ok, noise_new, noise)
+        return (new, ss_new, noise_new, i_new, bad), obs(new, t0 + (i_new - i_start) * dt)
 
-    init = (state0, ss0, jnp.zeros((), jnp.int32), -jnp.ones((), jnp.int32))
-    (_, ss_final, _, bad), saved = checkpointed_scan(one_save, init, n_saves, checkpoint_saves)
-    states = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), state0, saved)
+    init = (state0, carry.stepper_state, carry.noise, carry.step, -jnp.ones((), jnp.int32))
+    (state_final, ss_final, noise_final, i_final, bad), saved = checkpointed_scan(one_save, init, n_saves, checkpoint_saves)
+    first = obs(state0, t0)
+    states = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b]), first, saved)
     times = t0 + jnp.arange(n_saves + 1) * (save_every * dt)
     traj = Trajectory(t=times, states=states, blowup_step=bad)
+    if return_carry:
+        return traj, RolloutCarry(state_final, ss_final, noise_final, i_final)
     return (traj, ss_final) if return_stepper_state else traj
+
+
+def ensemble_rollout(
+    process: AbstractProcess,
+    stepper: AbstractStepper,
+    states0: PyTree,
+    *,
+    keys: Any = None,
+    **kwargs: Any,
+) -> Trajectory:
+    """A ``vmap`` of :func:`rollout` over ensemble members, with an explicit member axis.
+
+    Args:
+        states0: initial states with a leading member axis (n_members, ...), or one state shared by all members
+            (then ``keys`` sets the number of members).
+        keys: one ``jax.random`` key per member, shape (n_members,) (typed keys) or (n_members, 2); ``None`` for
+            a deterministic ensemble of initial states.
+        **kwargs: as :func:`rollout` (``dt``, ``n_steps``, ``save_every``, ``observe``, ...).
+
+    Returns:
+        A :class:`Trajectory` with ``member_axis=True``: states of shape (n_members, n_saved, ...), times
+        (n_saved,).
+    """
+    for bad in ("carry", "stepper_state", "return_carry", "return_stepper_state"):
+        if kwargs.get(bad):
+            raise ConfigError(f"ensemble_rollout does not take {bad}; run members with rollout to continue them")
+    n_keys = None if keys is None else int(jnp.shape(keys)[0])
+    lead = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree_util.tree_leaves(states0)}
+    batched_states = True
+    if keys is not None:
+        # a single state (no member axis) shared by all members: decided against the model's own state rank
+        batched_states = len(lead) == 1 and lead == {n_keys} and _has_member_axis(process, states0)
+    if keys is None and not lead:
+        raise DataError("ensemble initial states need a leading member axis")
+    if keys is not None and batched_states is False:
+        states0 = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_keys,) + jnp.shape(x)), states0)
+    run = lambda s, k: rollout(process, stepper, s, key=k, **kwargs)  # noqa: E731
+    traj = jax.vmap(run, in_axes=(0, None if keys is None else 0))(states0, keys)
+    return Trajectory(t=traj.t[0], states=traj.states, blowup_step=traj.blowup_step, member_axis=True)
+
+
+def _has_member_axis(process, states0) -> bool:
+    """Whether ``states0`` already has a member axis: the model's ``state_ndim`` (or, lacking it, rank >= 2)."""
+    core = getattr(process, "core", process)
+    core = getattr(core, "core", core)
+    ndim = getattr(core, "state_ndim", None)
+    leaf = jax.tree_util.tree_leaves(states0)[0]
+    if isinstance(ndim, dict):
+        ndim = ndim.get("first")
+    if isinstance(ndim, int):
+        return np.ndim(leaf) > ndim
+    return np.ndim(leaf) >= 2
 
 
 def _first_nonfinite_leaf(tree: PyTree) -> str:
@@ -189,12 +364,14 @@ def _first_nonfinite_leaf(tree: PyTree) -> str:
     return "state"
 
 
-def locate_blowup(process, stepper, state, stepper_state, *, t0, dt, first_step, max_steps):
+def locate_blowup(process, stepper, state, carry, *, t0, dt, first_step, max_steps, key=None):
     """Replay from ``state`` (after ``first_step`` steps) one step at a time; return (step, time, variable)."""
-    step = eqx.filter_jit(lambda s, ss, t: stepper.step(process, s, t, dt, ss))
+    run1 = eqx.filter_jit(lambda s, c, t: rollout(process, stepper, s, dt=dt, n_steps=1, t0=t, key=key, carry=c,
+                                                   detect_blowup=False, return_carry=True))
     for j in range(max_steps):
         t = t0 + (first_step + j) * dt
-        state, stepper_state = step(state, stepper_state, t)
+        _, carry = run1(state, carry, jnp.asarray(t, float))
+        state = carry.state
         if not bool(all_finite(state)):
             n = first_step + j + 1
             return n, float(t0 + n * dt), _first_nonfinite_leaf(state)
@@ -202,25 +379,40 @@ def locate_blowup(process, stepper, state, stepper_state, *, t0, dt, first_step,
     return n, float(t0 + n * dt), _first_nonfinite_leaf(state)
 
 
+def _default_stepper(process):
+    for p in (process, getattr(process, "core", None), getattr(process, "explicit", None)):
+        if p is not None and hasattr(p, "default_stepper"):
+            return p.default_stepper()
+        inner = getattr(p, "core", None)
+        if inner is not None and hasattr(inner, "default_stepper"):
+            return inner.default_stepper()
+    raise ConfigError(f"{type(process).__name__} has no default stepper: pass one")
+
+
 def simulate(
     process: AbstractProcess,
-    stepper: AbstractStepper,
+    stepper: AbstractStepper | None,
     state0: PyTree,
     *,
     dt: float,
     n_steps: int,
     t0: float = 0.0,
     save_every: int = 1,
+    key: Any = None,
+    observe: Callable[[PyTree, Any], PyTree] | None = None,
     segments: int | None = None,
-    progress: bool | str = False,
+    progress: Callable[[int, int], None] | None = None,
     on_blowup: str = "raise",
 ) -> Trajectory:
-    """Run a long simulation on the host in jitted segments, with a progress bar and exact blow-up reports.
+    """Run any model on the host in jitted segments, with progress reports and exact blow-up reports.
 
     Args:
-        process, stepper, state0, dt, n_steps, t0, save_every: as in :func:`rollout`.
-        segments: number of jitted segments (default: about 20 for progress, else 1).
-        progress: show a Rich progress bar (a string is used as its description).
+        process, state0, dt, n_steps, t0, save_every, key, observe: as in :func:`rollout`.
+        stepper: the stepper, or ``None`` for the model's ``default_stepper()``.
+        segments: number of jitted segments (default: about 20 with progress, else 1). The trajectory does not
+            depend on it (keys are folded with the global step index).
+        progress: ``progress(steps_done, n_steps)`` called after each segment (``nemic.io.progress.progress``
+            gives one that draws a Rich bar).
         on_blowup: ``"raise"`` raises :class:`BlowUpError` (its ``trajectory`` holds the finite part);
             ``"truncate"`` returns the finite part of the trajectory.
 
@@ -229,7 +421,15 @@ def simulate(
     """
     if on_blowup not in ("raise", "truncate"):
         raise ConfigError(f"on_blowup must be 'raise' or 'truncate', got {on_blowup!r}")
+    if progress is False:
+        progress = None
+    if progress is not None and not callable(progress):
+        raise ConfigError("progress must be a callable progress(steps_done, total) or None "
+                          "(nemic.io.progress.progress draws a bar)")
     _validate(state0, dt, n_steps, save_every)
+    check_state(process, state0)
+    _check_key(process, key)
+    stepper = _default_stepper(process) if stepper is None else stepper
     n_saves = n_steps // save_every
     if segments is None:
         segments = min(20, n_saves) if progress else 1
@@ -237,41 +437,44 @@ def simulate(
     per = [n_saves // segments + (1 if s < n_saves % segments else 0) for s in range(segments)]
 
     run = eqx.filter_jit(
-        lambda p, s, ss, t, n: rollout(p, stepper, s, dt=dt, n_steps=n * save_every, t0=t,
-                                       save_every=save_every, stepper_state=ss, return_stepper_state=True),
+        lambda p, s, c, t, n: rollout(p, stepper, s, dt=dt, n_steps=n * save_every, t0=t, save_every=save_every,
+                                      key=key, observe=observe, carry=c, return_carry=True),
     )
-    pieces_t, pieces_s = [np.asarray([t0], dtype=float)], [jax.tree_util.tree_map(lambda x: np.asarray(x)[None],
-                                                                                   state0)]
-    state, ss, done = state0, stepper.init(process, state0, t0, dt), 0
-
-    with progress_bar(bool(progress)) as pb:
-        task = pb.add_task(progress if isinstance(progress, str) else "simulating", total=n_steps, info="")
-        for n in per:
-            if n == 0:
-                continue
-            t_seg = t0 + done * dt
-            traj, ss_new = run(process, state, ss, jnp.asarray(t_seg, float), n)
-            bad = int(traj.blowup_step)  # steps completed in this segment before the bad block
-            if bad >= 0:
-                k_good = bad // save_every  # saves in this segment that are finite
-                pieces_t.append(np.asarray(traj.t[1:k_good + 1]))
-                pieces_s.append(jax.tree_util.tree_map(lambda x: np.asarray(x[1:k_good + 1]), traj.states))
-                last = jax.tree_util.tree_map(lambda x: x[k_good], traj.states)
-                # replay from the last finite save: the stepper history there is not stored, so for multistep
-                # methods it is re-created by running the segment start up to that save (cheap: one segment).
-                ss_last = ss
-                if k_good > 0:
-                    _, ss_last = run(process, state, ss, jnp.asarray(t_seg, float), k_good)
-                step, time, var = locate_blowup(process, stepper, last, ss_last, t0=t0, dt=dt,
-                                                first_step=done + bad, max_steps=save_every)
-                out = _concat(pieces_t, pieces_s, step)
-                if on_blowup == "raise":
-                    raise BlowUpError(step, time, var, out)
-                return out
-            pieces_t.append(np.asarray(traj.t[1:]))
-            pieces_s.append(jax.tree_util.tree_map(lambda x: np.asarray(x[1:]), traj.states))
-            state, ss, done = traj.final, ss_new, done + n * save_every
-            pb.update(task, advance=n * save_every)
+    obs0 = state0 if observe is None else observe(state0, t0)
+    pieces_t = [np.asarray([t0], dtype=float)]
+    pieces_s = [jax.tree_util.tree_map(lambda x: np.asarray(x)[None], obs0)]
+    carry = init_carry(process, stepper, state0, t0=t0, dt=dt, key=key)
+    state, done = state0, 0
+    for n in per:
+        if n == 0:
+            continue
+        t_seg = t0 + done * dt
+        traj, carry_new = run(process, state, carry, jnp.asarray(t_seg, float), n)
+        bad = int(traj.blowup_step)  # steps completed in this segment before the bad block
+        if bad >= 0:
+            k_good = bad // save_every  # saves in this segment that are finite
+            pieces_t.append(np.asarray(traj.t[1:k_good + 1]))
+            pieces_s.append(jax.tree_util.tree_map(lambda x: np.asarray(x[1:k_good + 1]), traj.states))
+            # replay from the last finite save: its state and carry are re-created by running the segment start
+            # up to that save (cheap: one segment)
+            last, carry_last = state, carry
+            if k_good > 0:
+                tr, carry_last = eqx.filter_jit(
+                    lambda p, s, c, t: rollout(p, stepper, s, dt=dt, n_steps=k_good * save_every, t0=t,
+                                               save_every=k_good * save_every, key=key, carry=c,
+                                               return_carry=True))(process, state, carry, jnp.asarray(t_seg, float))
+                last = carry_last.state
+            step, time, var = locate_blowup(process, stepper, last, carry_last, t0=t0, dt=dt,
+                                            first_step=done + bad, max_steps=save_every, key=key)
+            out = _concat(pieces_t, pieces_s, step)
+            if on_blowup == "raise":
+                raise BlowUpError(step, time, var, out)
+            return out
+        pieces_t.append(np.asarray(traj.t[1:]))
+        pieces_s.append(jax.tree_util.tree_map(lambda x: np.asarray(x[1:]), traj.states))
+        carry, done, state = carry_new, done + n * save_every, carry_new.state
+        if progress is not None:
+            progress(done, n_steps)
     return _concat(pieces_t, pieces_s, -1)
 
 

@@ -1,7 +1,7 @@
 """Model states: immutable pytrees whose fields are arrays with documented shape and units.
 
 A state class lists, for each field, its dimension names and CF attributes in the class variable ``cf``;
-:func:`nemic.core.output.to_xarray` uses them to write CF-annotated datasets.
+:func:`nemic.io.output.to_xarray` uses them to write CF-annotated datasets.
 """
 
 from __future__ import annotations

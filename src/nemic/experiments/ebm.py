@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from nemic.core.errors import BlowUpError, ConfigError
-from nemic.core.output import save_figure, to_xarray
+from nemic.io.output import save_figure, to_xarray
 from nemic.core.rollout import Trajectory, rollout
 from nemic.core.steppers import SemiImplicitEuler
 from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM, EBMState, global_mean, ice_edge_latitude, \

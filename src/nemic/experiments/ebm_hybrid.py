@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nemic.core.output import save_figure
+from nemic.io.output import save_figure
 from nemic.core.process import AbstractImplicitProcess, ImplicitExplicit
 from nemic.core.rollout import rollout
 from nemic.core.steppers import SemiImplicitEuler
@@ -69,7 +69,7 @@ class NeuralDiffusivity(AbstractImplicitProcess):
         one = jnp.ones(1, Dk.dtype)
         return jnp.asarray(lo) * jnp.concatenate([one, Dk]), jnp.asarray(up) * jnp.concatenate([Dk, one])
 
-    def tendency(self, state: EBMState, t: Any) -> EBMState:
+    def tendency(self, state: EBMState, t: Any, key: Any = None) -> EBMState:
         T = state.Ts
         lo, up = self._coeffs(T)
         dT = jnp.diff(T)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nemic.core.errors import BlowUpError, ConfigError, check_int_at_least, check_positive
-from nemic.core.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
+from nemic.io.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
 from nemic.core.rollout import Trajectory, rollout, simulate
 from nemic.core.steppers import RK4
 from nemic.metrics.climate import autocorrelation, hellinger_distance

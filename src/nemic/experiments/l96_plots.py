@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nemic.core.output import save_figure as _save
+from nemic.io.output import save_figure as _save
 
 COLORS = {"truth": "black", "none": "tab:gray", "polynomial": "tab:blue", "nn_offline": "tab:orange",
           "nn_online": "tab:red"}

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nemic.core.errors import ConfigError, check_int_at_least, check_positive
-from nemic.core.output import ensure_writable_dir, write_json, write_netcdf
+from nemic.io.output import ensure_writable_dir, write_json, write_netcdf
 from nemic.core.process import AbstractProcess
 from nemic.core.rollout import simulate
 from nemic.core.steppers import SemiImplicitEuler
@@ -50,7 +50,7 @@ class FluxCorrection(AbstractProcess):
     flux: jax.Array
     heat_capacity: jax.Array
 
-    def tendency(self, state: EBMState, t: Any) -> EBMState:
+    def tendency(self, state: EBMState, t: Any, key: Any = None) -> EBMState:
         return EBMState(Ts=self.flux / self.heat_capacity)
 
 
@@ -140,7 +140,7 @@ class _Explicit(AbstractProcess):
 
     imex: Any
 
-    def tendency(self, state, t):
+    def tendency(self, state, t, key=None):
         return self.imex.tendency(state, t)
 
     def __add__(self, other):
@@ -155,7 +155,7 @@ def _plot(out: Path, lat, eq, flux) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nemic.core.output import save_figure
+    from nemic.io.output import save_figure
 
     fig, axs = plt.subplots(1, 2, figsize=(10, 4))
     for name, style in (("truth", "k-"), ("uncorrected", "C7--"), ("flux_corrected", "C2-.")):

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nemic.core.errors import ConfigError, check_positive
-from nemic.core.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
+from nemic.io.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
 from nemic.core.steppers import RK4
 from nemic.experiments.l96_closure import L96ClosureConfig, evaluate, truth_run
 from nemic.metrics.climate import hellinger_distance
@@ -207,7 +207,7 @@ def plot_all(out: Path, x_test, results, n_tend, u, nrun, x_train) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nemic.core.output import save_figure
+    from nemic.io.output import save_figure
     from nemic.experiments.l96_plots import plot_x_pdfs
 
     def save(fig, name):

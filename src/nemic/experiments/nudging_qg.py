@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nemic.core.errors import ConfigError, DataError, check_int_at_least, check_positive
-from nemic.core.output import ensure_writable_dir, write_json, write_netcdf
+from nemic.io.output import ensure_writable_dir, write_json, write_netcdf
 from nemic.core.process import AbstractProcess
 from nemic.core.rollout import Trajectory
 
@@ -243,7 +243,7 @@ class ScaledCorrection(AbstractProcess):
         self.alpha = jnp.asarray(alpha, dtype=float)
         self.remove_below = float(remove_below)
 
-    def tendency(self, state, t):
+    def tendency(self, state, t, key=None):
         from nemic.models.qg.model import QGState
 
         out = self.correction.tendency(state, t).q
@@ -587,7 +587,7 @@ def _plot(out: Path, high: dict, summ: dict, ref_stats: dict, runs: dict, ke_ser
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nemic.core.output import save_figure
+    from nemic.io.output import save_figure
 
     names = list(runs)
     # 1. biases with their spread over test starts

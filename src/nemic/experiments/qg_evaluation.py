@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nemic.core.errors import ConfigError
-from nemic.core.output import ensure_writable_dir, write_json
+from nemic.io.output import ensure_writable_dir, write_json
 
 
 def wasserstein1(a, b, presorted: bool = False) -> float:

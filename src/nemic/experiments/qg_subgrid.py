@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nemic.core.errors import ConfigError
-from nemic.core.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
-from nemic.core.progress import progress_bar
+from nemic.io.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
+from nemic.io.progress import progress_bar
 from nemic.data.coarsen import OPERATORS, Coarsener, forcing_dataset
 from nemic.models.qg import SECONDS_PER_YEAR, get_config
 
@@ -184,7 +184,7 @@ def save_closure(closure, hyper: dict, out: str | Path) -> Path:
     """Save a CNN closure: ``closure.eqx`` (``eqx.tree_serialise_leaves``) + ``closure.json`` (hyperparameters)."""
     import equinox as eqx
 
-    from nemic.core.output import atomic_write
+    from nemic.io.output import atomic_write
 
     out = ensure_writable_dir(out)
     leaves = [x for x in jax.tree_util.tree_leaves(closure) if eqx.is_inexact_array(x)]

@@ -83,7 +83,7 @@ class Lorenz96(AbstractProcess):
         _validate_params(F=F)
         self.F = jnp.asarray(F, dtype=float)
 
-    def tendency(self, state: Lorenz96State, t) -> Lorenz96State:
+    def tendency(self, state: Lorenz96State, t, key=None) -> Lorenz96State:
         x = state.x
         return Lorenz96State(x=advection_tendency(x) - x + self.F)
 
@@ -126,7 +126,7 @@ class TwoScaleLorenz96(AbstractProcess):
         """The effect of the small scales on X: ``-(h c / b) sum_j Y_{j,k}``, shape (K,)."""
         return -self.coupling * jnp.sum(state.y, axis=-1)
 
-    def tendency(self, state: TwoScaleLorenz96State, t) -> TwoScaleLorenz96State:
+    def tendency(self, state: TwoScaleLorenz96State, t, key=None) -> TwoScaleLorenz96State:
         x, y = state.x, state.y
         K, J = y.shape[-2], y.shape[-1]
         dx = advection_tendency(x) - x + self.F + self.subgrid_tendency(state)

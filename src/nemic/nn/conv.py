@@ -16,6 +16,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from nemic.nn.registry import register_module
+
 
 class CircularConv2d(eqx.Module):
     """A 2-D convolution with periodic padding: (C_in, H, W) -> (C_out, H, W) for odd kernel sizes."""
@@ -84,6 +86,7 @@ def _periodic_conv_bwd(res, g):
 _periodic_conv.defvjp(_periodic_conv_fwd, _periodic_conv_bwd)
 
 
+@register_module("CircularCNN")
 class CircularCNN(eqx.Module):
     """Fully convolutional network with circular padding: (in_channels, H, W) -> (out_channels, H, W).
 
@@ -118,6 +121,13 @@ class CircularCNN(eqx.Module):
                                      (jnp.zeros_like(last.conv.weight), jnp.zeros_like(last.conv.bias)))
         self.layers = tuple(layers)
         self.zero_mean = zero_mean
+
+    def config(self) -> dict:
+        """Hyperparameters that rebuild this network's skeleton (see :func:`nemic.train.checkpoint.save_module`)."""
+        convs = [layer.conv for layer in self.layers]
+        return {"in_channels": convs[0].in_channels, "out_channels": convs[-1].out_channels,
+                "widths": [c.out_channels for c in convs[:-1]],
+                "kernel_sizes": [int(c.weight.shape[-1]) for c in convs], "zero_mean": self.zero_mean}
 
     def __call__(self, x):
         x = jnp.moveaxis(x, -3, -1)  # channels-last inside (see CircularConv2d.apply_hwc)

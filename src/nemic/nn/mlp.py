@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from nemic.core.errors import ConfigError
+from nemic.nn.registry import register_module
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu,
                 "softplus": jax.nn.softplus}
@@ -31,6 +32,7 @@ def zero_last_layer(mlp: eqx.nn.MLP) -> eqx.nn.MLP:
     return mlp
 
 
+@register_module("LocalStencilMLP")
 class LocalStencilMLP(eqx.Module):
     """A pointwise MLP applied to every site of a periodic 1-D field together with its neighbours.
 
@@ -67,7 +69,7 @@ class LocalStencilMLP(eqx.Module):
         self.activation_name = activation_name
 
     def config(self) -> dict[str, Any]:
-        """Hyperparameters needed to rebuild this module (see :mod:`nemic.train.checkpoint`)."""
+        """Hyperparameters needed to rebuild this module's skeleton (see :func:`nemic.train.checkpoint.save_module`)."""
         return {"halfwidth": self.halfwidth, "width": self.mlp.width_size, "depth": self.mlp.depth,
                 "activation_name": self.activation_name}
 
@@ -83,3 +85,23 @@ class LocalStencilMLP(eqx.Module):
         flat = z.reshape(-1, z.shape[-1])
         out = jax.vmap(self.mlp)(flat).reshape(x.shape)
         return scale * out
+
+
+def _mlp_config(mlp: eqx.nn.MLP) -> dict[str, Any]:
+    names = {fn: name for name, fn in _ACTIVATIONS.items()}
+    act = names.get(mlp.activation)
+    probe = jnp.asarray([-2.0, 0.5, 3.0])
+    if act is None or not bool(jnp.array_equal(mlp.final_activation(probe), probe)):
+        raise ConfigError("only MLPs with a named activation (tanh, relu, gelu, silu, softplus) and no final "
+                          "activation can be saved")
+    return {"in_size": mlp.in_size, "out_size": mlp.out_size, "width_size": mlp.width_size, "depth": mlp.depth,
+            "activation": act, "use_bias": mlp.use_bias, "use_final_bias": mlp.use_final_bias}
+
+
+def _mlp_build(config: dict[str, Any], key: jax.Array) -> eqx.nn.MLP:
+    config = dict(config)
+    return eqx.nn.MLP(activation=activation(config.pop("activation")), key=key, **config)
+
+
+# ``equinox.nn.MLP`` (e.g. inside NeuralDiffusivity) saved as kind "MLP"
+register_module("MLP", eqx.nn.MLP, build=_mlp_build, config=_mlp_config)

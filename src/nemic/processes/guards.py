@@ -147,7 +147,7 @@ class GuardedTendency(AbstractProcess):
             return jnp.where(d > thr, 0.0, 1.0)
         return jnp.clip((self.taper * thr - d) / ((self.taper - 1.0) * thr), 0.0, 1.0)
 
-    def tendency(self, state: PyTree, t: Any) -> PyTree:
+    def tendency(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
         out = self.learned.tendency(state, t)
         if self.clip is not None:
             c = self.clip

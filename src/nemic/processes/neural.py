@@ -51,7 +51,7 @@ class NeuralTendency(AbstractProcess):
         self.outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
         self.scale = scale
 
-    def tendency(self, state: PyTree, t: Any) -> PyTree:
+    def tendency(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
         names = {f.name for f in dataclasses.fields(state)}
         for n in self.inputs + self.outputs:
             if n not in names:

@@ -253,7 +253,7 @@ class Nudging(AbstractProcess):
         a = jnp.clip((t - t_a) / (t_b - t_a), 0.0, 1.0)
         return jax.tree_util.tree_map(lambda x: (1 - a) * x[i] + a * x[i + 1], self.reference)
 
-    def tendency(self, state: PyTree, t: Any) -> PyTree:
+    def tendency(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
         self.check_state(state)  # static shapes: runs at trace time
         ref = self.reference_at(t)
         out = {}
@@ -302,7 +302,7 @@ def nudged_run(model: AbstractProcess, nudging: Nudging, stepper: Any, state0: A
 
 def nudging_dataset(run: NudgedRun, attrs: Mapping[str, Any] | None = None):
     """A CF dataset with the nudged state and its nudging tendencies (``<field>_nudging_tendency``)."""
-    from nemic.core.output import to_xarray
+    from nemic.io.output import to_xarray
 
     ds = to_xarray(run.trajectory, attrs=attrs)
     tend = to_xarray(run.nudging_tendency)

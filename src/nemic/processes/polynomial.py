@@ -32,7 +32,7 @@ class PolynomialClosure(AbstractProcess):
     def __call__(self, x: jax.Array) -> jax.Array:  # type: ignore[override]
         return jnp.polyval(self.coeffs[::-1], x)
 
-    def tendency(self, state: PyTree, t: Any) -> PyTree:
+    def tendency(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
         zeros = jax.tree_util.tree_map(jnp.zeros_like, state)
         x = getattr(state, self.field)
         return eqx.tree_at(lambda s: getattr(s, self.field), zeros, self(x))

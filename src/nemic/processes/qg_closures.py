@@ -56,7 +56,7 @@ class Smagorinsky(AbstractProcess):
         self.model = model
         self.constant = jnp.asarray(constant, dtype=float)
 
-    def tendency(self, state: QGState, t: Any) -> QGState:
+    def tendency(self, state: QGState, t: Any, key: Any = None) -> QGState:
         m, q = self.model, state.q
         k, l, _ = m.grid(q.dtype)
         Sxx, Syy, Sxy, _ = _strain(m, q)
@@ -91,7 +91,7 @@ class BackscatterBiharmonic(AbstractProcess):
         self.back_constant = jnp.asarray(back_constant, dtype=float)
         self.eps = eps
 
-    def tendency(self, state: QGState, t: Any) -> QGState:
+    def tendency(self, state: QGState, t: Any, key: Any = None) -> QGState:
         m, q = self.model, state.q
         dt = q.dtype
         _, _, wv2 = m.grid(dt)
@@ -126,7 +126,7 @@ class CNNClosure(AbstractProcess):
         self.in_scale = jnp.asarray(in_scale, dtype=float).reshape(2)
         self.out_scale = jnp.asarray(out_scale, dtype=float).reshape(2)
 
-    def tendency(self, state: QGState, t: Any) -> QGState:
+    def tendency(self, state: QGState, t: Any, key: Any = None) -> QGState:
         q = state.q
         dt = q.dtype
         x = q / jax.lax.stop_gradient(jnp.asarray(self.in_scale, dt))[:, None, None]

@@ -1,92 +1,258 @@
-"""The generic training loop shared by offline and online training.
+"""The one training loop of nemic: :func:`fit`.
 
-``loss_fn(model, batch) -> scalar`` is differentiated with ``equinox.filter_value_and_grad`` (every inexact array
-leaf of ``model`` is trained; use ``jax.lax.stop_gradient`` inside a module for fixed arrays) and the update is
-applied with an Optax optimiser. The loop shows a Rich progress bar with the running loss, checkpoints to a
-:class:`~nemic.train.checkpoint.TrainCheckpoint` every ``checkpoint_every`` iterations and resumes from it.
+Every training in nemic (offline regression, online training through rollouts, the EBM hybrid, the Minkowski
+surrogate) is ``fit(model, loss, sample, ...)``:
+
+* ``loss(model, batch, key) -> scalar`` or ``-> (scalar, aux dict)`` is a pure function (traced under ``jit``);
+* ``sample(key, iteration) -> batch`` draws the batch of one iteration; its key is
+  ``fold_in(key, iteration)``, so a resumed run draws the same batches as an uninterrupted one (``iteration``
+  arrives traced; a sampler that is an ``eqx.Module`` has its arrays passed as arguments, not baked into the
+  compiled code, e.g. :class:`~nemic.train.windows.WindowSampler`);
+* ``filter_spec`` chooses the trained leaves exactly as in ``equinox.partition`` (a callable on leaves, or a
+  pytree of bools with the model's structure), so physics parameters can be frozen while network weights train;
+  frozen leaves get no gradient and come back bit-for-bit unchanged;
+* ``extra_terms``: ``(weight, fn)`` pairs with ``fn(model, batch, key) -> scalar`` added to the loss
+  (regularisers, climate statistics); their values are recorded in ``aux_history`` as ``extra0``, ``extra1``...;
+* ``ema_decay``: an exponential moving average of the trained leaves, ``ema <- d ema + (1 - d) params`` after each
+  update, started at the initial parameters and without bias correction (``optax.ema(decay, debias=False)``
+  applied to the parameters; Polyak & Juditsky 1992, SIAM J. Control Optim. 30, 838-855,
+  doi:10.1137/0330046); returned as ``FitResult.ema_model``;
+* a NaN/inf loss, gradient norm or updated weight stops the loop with a one-line
+  :class:`TrainingDivergedError` naming the iteration and the quantity, before anything of that iteration is
+  saved;
+* a :class:`~nemic.train.checkpoint.TrainCheckpoint` every ``checkpoint_every`` iterations (model, optimiser
+  state, EMA, history, key in one file); with ``resume=True`` the loop continues from it, bit-identical to an
+  uninterrupted run;
+* a Rich progress bar with the running mean of the last 10 losses.
+
+The optimiser is any Optax ``GradientTransformation`` (Kingma & Ba 2015, Adam, arXiv:1412.6980, by default).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nemic.core.errors import NemicError
-from nemic.core.progress import progress_bar
-from nemic.train.checkpoint import TrainCheckpoint
+from nemic.core.errors import ConfigError, NemicError
+from nemic.io.progress import progress_bar
+from nemic.train.checkpoint import CheckpointError, TrainCheckpoint
+
+__all__ = ["FitResult", "TrainingDivergedError", "default_optimizer", "fit", "train_loop"]
+
+Loss = Callable[[Any, Any, jax.Array], Any]
+Sampler = Callable[[jax.Array, jax.Array], Any]
 
 
 class TrainingDivergedError(NemicError):
-    """The training loss became NaN or inf."""
+    """The training loss, the gradient norm or the updated weights became NaN or inf."""
 
 
 def default_optimizer(learning_rate: float = 1e-3, n_iters: int | None = None, clip: float = 1.0):
-    """Adam with global-norm gradient clipping and, if ``n_iters`` is given, a cosine-decayed learning rate."""
+    """Adam with global-norm gradient clipping and, if ``n_iters`` is given, a cosine-decayed learning rate.
+
+    Kingma & Ba (2015), arXiv:1412.6980; Loshchilov & Hutter (2017), SGDR, arXiv:1608.03983 (cosine decay).
+    """
     lr = optax.cosine_decay_schedule(learning_rate, max(n_iters, 1), alpha=0.05) if n_iters else learning_rate
     return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
 
 
-def make_step(loss_fn: Callable[[Any, Any], jax.Array], optimizer: optax.GradientTransformation):
-    """A jitted ``(model, opt_state, batch) -> (model, opt_state, loss)`` update."""
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: the trained model (trained leaves updated, frozen leaves as given).
+        ema_model: the model with the EMA of the trained leaves (``None`` without ``ema_decay``).
+        opt_state: the optimiser state (to continue training).
+        history: total loss per iteration, from iteration 0 (also across a resume).
+        aux_history: scalar auxiliary outputs of the loss and the extra terms per iteration, by name.
+        step: number of iterations done.
+    """
+
+    model: Any
+    ema_model: Any
+    opt_state: Any
+    history: list[float]
+    aux_history: dict[str, list[float]]
+    step: int
+
+    @property
+    def ema(self) -> Any:
+        return self.ema_model
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree) if eqx.is_inexact_array(x)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _total_loss(loss: Loss, extra_terms: Sequence[tuple[float, Callable]]):
+    def total(params, static, batch, key):
+        model = eqx.combine(params, static)
+        out = loss(model, batch, key)
+        value, aux = (out[0], dict(out[1])) if isinstance(out, tuple) else (out, {})
+        if extra_terms:
+            aux["loss"] = value
+            for i, (w, fn) in enumerate(extra_terms):
+                v = fn(model, batch, key)
+                aux[f"extra{i}"] = v
+                value = value + w * v
+        return value, aux
+
+    return total
+
+
+def make_step(loss: Loss, optimizer: optax.GradientTransformation, *,
+              extra_terms: Sequence[tuple[float, Callable]] = (), ema_decay: float | None = None):
+    """A jitted update ``(params, static, opt_state, ema, batch, key) -> (params, opt_state, ema, stats)``.
+
+    ``stats`` = (loss, aux dict, gradient global norm, all updated weights finite).
+    """
+    grad_fn = eqx.filter_value_and_grad(_total_loss(loss, tuple(extra_terms)), has_aux=True)
 
     @eqx.filter_jit
-    def step(model, opt_state, batch):
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, batch)
-        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
-        return eqx.apply_updates(model, updates), opt_state, loss
+    def step(params, static, opt_state, ema, batch, key):
+        (value, aux), grads = grad_fn(params, static, batch, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        new = eqx.apply_updates(params, updates)
+        if ema_decay is not None:
+            ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, new)
+        return new, opt_state, ema, (value, aux, optax.global_norm(grads), _all_finite(new))
 
     return step
 
 
-def train_loop(
+@eqx.filter_jit
+def _draw(sample, key, iteration):
+    return sample(key, iteration)
+
+
+def fit(
     model: Any,
-    loss_fn: Callable[[Any, Any], jax.Array],
-    make_batch: Callable[[jax.Array, int], Any],
+    loss: Loss,
+    sample: Sampler,
     *,
     optimizer: optax.GradientTransformation,
     n_iters: int,
     key: jax.Array,
+    filter_spec: Any = eqx.is_inexact_array,
+    extra_terms: Sequence[tuple[float, Callable]] = (),
+    ema_decay: float | None = None,
     opt_state: Any = None,
+    ema: Any = None,
     start: int = 0,
     history: list[float] | None = None,
-    progress: bool = True,
-    description: str = "training",
-    checkpoint: TrainCheckpoint | None = None,
+    aux_history: dict[str, list[float]] | None = None,
+    checkpoint: TrainCheckpoint | str | Path | None = None,
     checkpoint_every: int = 200,
     checkpoint_info: dict | None = None,
-) -> tuple[Any, Any, list[float]]:
-    """Run iterations ``start .. n_iters - 1``; return ``(model, opt_state, loss history)``.
+    resume: bool = True,
+    progress: bool = True,
+    description: str = "training",
+    callback: Callable[[int, float], None] | None = None,
+) -> FitResult:
+    """Run iterations ``start .. n_iters - 1`` of gradient descent on ``loss``; see the module docs.
 
-    ``make_batch(key, iteration)`` draws the batch of one iteration (the key is folded with the iteration number,
-    so a resumed run draws the same batches as an uninterrupted one). It is jitted, so it must be traceable
-    (``iteration`` arrives as a traced integer).
+    Args:
+        model: the Equinox module (pytree) to train.
+        loss: ``loss(model, batch, key) -> scalar | (scalar, aux)``, pure.
+        sample: ``sample(key, iteration) -> batch``, traceable.
+        optimizer: an Optax transformation (e.g. :func:`default_optimizer`).
+        n_iters: total number of iterations (the loop ends at ``n_iters``; a resumed run counts from 0 too).
+        key: the run's ``jax.random`` key; iteration ``i`` uses ``fold_in(key, i)`` for its batch and
+            ``fold_in(fold_in(key, i), 1)`` for the loss.
+        filter_spec: which leaves train (``equinox.partition`` semantics); default every inexact array.
+        extra_terms: ``(weight, fn)`` pairs added to the loss, ``fn(model, batch, key) -> scalar``.
+        ema_decay: decay ``d`` in [0, 1) of an EMA of the trained leaves, or ``None``.
+        opt_state, ema, start, history, aux_history: state to continue from (e.g. the previous stage of a
+            curriculum); ``opt_state``/``ema`` default to fresh ones.
+        checkpoint: a :class:`TrainCheckpoint` or a file path; saved every ``checkpoint_every`` iterations and
+            at the end, and (with ``resume``) loaded first if it exists and its step lies in
+            ``[start, n_iters]``.
+        checkpoint_info: free JSON stored with every checkpoint.
+        progress: show a Rich progress bar. description: its label and the prefix of error messages.
+        callback: ``callback(iteration, loss)`` after each successful iteration.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        TrainingDivergedError: a NaN/inf loss, gradient norm or updated weight (one line: iteration, quantity).
     """
-    history = list(history or [])
+    if not isinstance(n_iters, (int, np.integer)) or n_iters < 0:
+        raise ConfigError(f"n_iters must be an integer >= 0, got {n_iters!r}")
+    if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+        raise ConfigError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    if ema_decay is not None and not (0.0 <= float(ema_decay) < 1.0):
+        raise ConfigError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
+    for term in extra_terms:
+        if not (isinstance(term, tuple) and len(term) == 2 and callable(term[1])):
+            raise ConfigError(f"extra_terms must be (weight, fn) pairs, got {term!r}")
+    ckpt = TrainCheckpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    params, static = eqx.partition(model, filter_spec)
     if opt_state is None:
-        opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-    step = make_step(loss_fn, optimizer)
-    # sampling a batch is a handful of small array ops: run eagerly they cost more than a small model's update
-    make_batch = jax.jit(make_batch)
+        opt_state = optimizer.init(params)
+    if ema_decay is not None and ema is None:
+        ema = params
+    ema = ema if ema_decay is not None else None
+    history = list(history or [])
+    aux_history = {k: list(v) for k, v in (aux_history or {}).items()}
+
+    if ckpt is not None and resume and ckpt.exists():
+        saved_step = ckpt.step()
+        if saved_step > n_iters:
+            raise CheckpointError(f"'{ckpt.path}' is at iteration {saved_step}, past this training's end "
+                                  f"({n_iters}); delete it to start again")
+        if saved_step >= start:
+            state = ckpt.load(model, opt_state, ema, key=key)
+            model, opt_state, ema = state["model"], state["opt_state"], state["ema"]
+            history, aux_history, start = state["history"], state["aux_history"], state["step"]
+            params, static = eqx.partition(model, filter_spec)
+
+    step = make_step(loss, optimizer, extra_terms=extra_terms, ema_decay=ema_decay)
+    last_saved = None
     with progress_bar(progress) as pb:
         task = pb.add_task(description, total=n_iters, completed=start, info="")
         for it in range(start, n_iters):
-            batch = make_batch(jax.random.fold_in(key, it), it)
-            model, opt_state, loss = step(model, opt_state, batch)
-            loss = float(loss)
-            if not math.isfinite(loss):
-                if checkpoint is not None and checkpoint.exists():
-                    hint = f"; the last good state is saved in {checkpoint.dir}"
-                else:
-                    hint = ""
-                raise TrainingDivergedError(f"{description}: loss became {loss} at iteration {it}{hint}")
-            history.append(loss)
+            k_it = jax.random.fold_in(key, it)
+            batch = _draw(sample, k_it, jnp.asarray(it, jnp.int32))
+            new, new_opt, new_ema, (value, aux, gnorm, ok) = step(params, static, opt_state, ema, batch,
+                                                                  jax.random.fold_in(k_it, 1))
+            value, gnorm, ok = float(value), float(gnorm), bool(ok)
+            bad = (f"loss became {value}" if not math.isfinite(value) else
+                   f"gradient norm became {gnorm}" if not math.isfinite(gnorm) else
+                   "updated weights became NaN/inf (learning rate?)" if not ok else None)
+            if bad is not None:
+                where = (f"; the last good state (iteration {last_saved}) is in '{ckpt.path}'"
+                         if last_saved is not None else "; nothing of this training was saved"
+                         if ckpt is None or not ckpt.exists() else f"; '{ckpt.path}' holds an earlier good state")
+                raise TrainingDivergedError(f"{description}: {bad} at iteration {it}{where}")
+            params, opt_state, ema = new, new_opt, new_ema
+            history.append(value)
+            for name, v in aux.items():
+                if jnp.ndim(v) == 0:
+                    aux_history.setdefault(name, []).append(float(v))
+            if callback is not None:
+                callback(it, value)
             if it % 10 == 0 or it == n_iters - 1:
                 pb.update(task, completed=it + 1, info=f"loss {np.mean(history[-10:]):.4g}")
-            if checkpoint is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == n_iters):
-                checkpoint.save(it + 1, model, opt_state, history, checkpoint_info)
-    return model, opt_state, history
+            if ckpt is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == n_iters):
+                ckpt.save(it + 1, eqx.combine(params, static), opt_state, history, ema=ema, key=key,
+                          aux_history=aux_history, info=checkpoint_info)
+                last_saved = it + 1
+    model = eqx.combine(params, static)
+    ema_model = eqx.combine(ema, static) if ema is not None else None
+    return FitResult(model=model, ema_model=ema_model, opt_state=opt_state, history=history,
+                     aux_history=aux_history, step=max(start, n_iters))
+
+
+#: the loop's name before it took a key in the loss; same function
+train_loop = fit

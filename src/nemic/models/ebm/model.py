@@ -127,7 +127,7 @@ class MeridionalDiffusion(AbstractImplicitProcess):
         k = self.D / self.heat_capacity
         return k * jnp.asarray(lo), k * jnp.asarray(up)
 
-    def tendency(self, state: EBMState, t: Any) -> EBMState:
+    def tendency(self, state: EBMState, t: Any, key: Any = None) -> EBMState:
         T = state.Ts
         lo, up = self._coeffs()
         dT = jnp.diff(T)
@@ -198,7 +198,7 @@ class EBMRadiation(AbstractProcess):
         olr = self.A + self.B * T - CO2_FORCING_COEFF * jnp.log(self.co2_ratio)
         return Q * (1.0 - alpha), olr, alpha, Q
 
-    def tendency(self, state: EBMState, t: Any) -> EBMState:
+    def tendency(self, state: EBMState, t: Any, key: Any = None) -> EBMState:
         asr, olr, _, _ = self.fluxes(state.Ts, t)
         return EBMState(Ts=(asr - olr) / self.heat_capacity)
 

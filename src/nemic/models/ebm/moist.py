@@ -60,7 +60,7 @@ class MoistDiffusion(AbstractImplicitProcess):
         k = self.D / self.heat_capacity
         return k * jnp.asarray(lo), k * jnp.asarray(up)
 
-    def tendency(self, state: EBMState, t: Any) -> EBMState:
+    def tendency(self, state: EBMState, t: Any, key: Any = None) -> EBMState:
         h = moist_static_energy_temperature(state.Ts, self.relative_humidity)
         lo, up = self._base()
         dh = jnp.diff(h)

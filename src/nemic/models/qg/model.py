@@ -238,7 +238,7 @@ class TwoLayerQG(AbstractProcess):
         drag = jnp.asarray(self.rek, dt) * wv2 * ph[1]
         return dqh.at[1].add(drag)
 
-    def tendency(self, state: QGState, t: Any) -> QGState:
+    def tendency(self, state: QGState, t: Any, key: Any = None) -> QGState:
         """dq/dt (2, ny, nx), s^-2: advection, background shear and beta, bottom drag (no filter)."""
         return QGState(q=self.ifft(self.tendency_hat(state.q)))
 

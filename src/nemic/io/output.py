@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import jax
+import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
@@ -34,8 +36,9 @@ def to_xarray(
 ) -> xr.Dataset:
     """Convert a :class:`Trajectory` to a CF-annotated Dataset.
 
-    The time axis is ``time``; if the trajectory comes from a ``vmap`` over initial states (one extra leading axis)
-    that axis is called ``member``. Dimension names and CF attributes come from the state class's ``cf`` table;
+    The time axis is ``time``; an ensemble's member axis (``Trajectory.member_axis``, set by
+    :func:`nemic.core.rollout.ensemble_rollout`) is called ``member`` and gets an integer coordinate. A plain
+    ``vmap`` of :func:`~nemic.core.rollout.rollout` (times of shape (n, n_saved)) is treated the same way. Dimension names and CF attributes come from the state class's ``cf`` table;
     fields that are not listed get generic dimension names.
 
     Args:
@@ -49,7 +52,8 @@ def to_xarray(
     table = cls.cf if isinstance(states, AbstractState) else {}
     time_units = cls.time_units if isinstance(states, AbstractState) else "1"
     t = np.asarray(traj.t)
-    lead = ("time",) if t.ndim == 1 else (member_dim, "time")
+    has_members = traj.member_axis or t.ndim == 2
+    lead = (member_dim, "time") if has_members else ("time",)
     data_vars = {}
     for name, value in _fields(states).items():
         if value is None:
@@ -63,6 +67,10 @@ def to_xarray(
         data_vars[name] = (lead + own, arr, meta)
     ds = xr.Dataset(data_vars)
     ds = ds.assign_coords(time=("time", t if t.ndim == 1 else t[0]))
+    if has_members:
+        n_members = next(iter(ds.data_vars.values())).shape[0] if ds.data_vars else 0
+        ds = ds.assign_coords({member_dim: (member_dim, np.arange(n_members))})
+        ds[member_dim].attrs.update({"long_name": "ensemble member", "standard_name": "realization"})
     ds["time"].attrs.update({"units": time_units, "long_name": "model time", "standard_name": "time"})
     if coords:
         ds = ds.assign_coords(**coords)
@@ -116,8 +124,6 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Write a matplotlib figure to PNG atomically and close it; return the path."""
-    import matplotlib.pyplot as plt
-
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
     plt.close(fig)
     return out
@@ -125,8 +131,6 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON atomically."""
-    import json
-
     def w(tmp):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
