@@ -158,8 +158,22 @@ def _read(path: Path) -> tuple[dict[str, Any], bytes]:
     return header, payload
 
 
+def _cast_to_saved(like: Any, saved: list) -> Any:
+    """Give the array leaves of ``like`` the dtypes recorded in the file (e.g. float32 weights under x64)."""
+    dtypes = {p: d for p, _, d in saved}
+
+    def cast(path, leaf):
+        d = dtypes.get(jax.tree_util.keystr(path))
+        if isinstance(leaf, (jax.Array, np.ndarray)) and d is not None and str(leaf.dtype) != d:
+            return jax.numpy.asarray(leaf).astype(d)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(cast, like)
+
+
 def _load_tree(path: Path, header: dict[str, Any], payload: bytes, like: Any, what: str) -> Any:
     _compare(path, header.get("leaves", []), fingerprint(like), what)
+    like = _cast_to_saved(like, header.get("leaves", []))
     try:
         return eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
     except Exception as e:  # noqa: BLE001  (numpy's reader raises several types on bad records)
@@ -226,7 +240,10 @@ def load_module(path: str | os.PathLike, *, kind: str | None = None) -> Any:
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"'{p}': its config does not rebuild a {found!r} ({e})") from None
     if legacy is not None:
-        header = {**header, "leaves": fingerprint(skeleton)}  # old files carry no fingerprint; check shapes after
+        # old files carry no fingerprint: assume the skeleton's structure with the file's float dtype, check after
+        dtype = header.get("extra", {}).get("dtype") or header.get("dtype")
+        header = {**header, "leaves": [[p, shp, dtype if dtype and d.startswith("float") else d]
+                                       for p, shp, d in fingerprint(skeleton)]}
         out = _load_tree(p, header, payload, skeleton, f"module kind {found!r}")
         _compare(p, fingerprint(out), fingerprint(skeleton), f"module kind {found!r}")
         return out
@@ -248,7 +265,8 @@ def _legacy_header(path: Path) -> tuple[dict[str, Any], bytes] | None:
     except (ValueError, OSError):
         raise CheckpointError(f"'{meta_path}' is not valid JSON") from None
     if isinstance(meta, dict) and "kind" in meta and "config" in meta:
-        header = {"kind": meta["kind"], "config": meta["config"], "extra": meta.get("extra", {})}
+        header = {"kind": meta["kind"], "config": meta["config"], "extra": meta.get("extra", {}),
+                  "dtype": meta.get("dtype")}
     elif isinstance(meta, dict) and str(meta.get("format", "")).startswith("nemic.MinkowskiSurrogate/"):
         header = {"kind": "MinkowskiSurrogate", "config": meta.get("hyperparameters", {}), "extra": meta}
     else:

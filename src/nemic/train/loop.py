@@ -125,7 +125,7 @@ def make_step(loss: Loss, optimizer: optax.GradientTransformation, *,
         new = eqx.apply_updates(params, updates)
         if ema_decay is not None:
             ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, new)
-        return new, opt_state, ema, (value, aux, optax.global_norm(grads), _all_finite(new))
+        return new, opt_state, ema, (value, aux, optax.tree.norm(grads), _all_finite(new))
 
     return step
 

@@ -7,8 +7,8 @@ J. Combin. Inform. System Sci. 1, 1-8), the constraint checker, the stacking of 
 (Quarenghi, Cotsakis & Beucler 2026, arXiv:2604.11422).
 
 The names ``MinkowskiSurrogate``, ``save_surrogate``, ``load_surrogate``, ``load_default_surrogate``,
-``train_surrogate`` and ``init_readout`` are still importable from here for backward compatibility; they are looked
-up lazily (module ``__getattr__``) so that importing this module loads neither ``nemic.nn`` nor ``nemic.train``.
+``train_surrogate`` and ``init_readout`` are still callable from here for backward compatibility (deprecated
+wrappers that import ``nemic.nn`` / ``nemic.train`` on first call, never at import).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -26,21 +25,27 @@ __all__ = ["MEASURE_NAMES", "constraint_violations", "polyomino_min_perimeter", 
 
 MEASURE_NAMES = ("area", "perimeter", "euler", "components")
 
-# backward-compatible names and where they live now (deprecated here; import them from there)
-_MOVED = {
-    "MinkowskiSurrogate": "nemic.nn.minkowski_surrogate",
-    "init_readout": "nemic.train.surrogate",
-    "train_surrogate": "nemic.train.surrogate",
-    "save_surrogate": "nemic.train.surrogate",
-    "load_surrogate": "nemic.train.surrogate",
-    "load_default_surrogate": "nemic.train.surrogate",
-}
+
+# --- backward-compatible names (deprecated): the network moved to nemic.nn, its fitting to nemic.train. They are
+# thin wrappers that import their target on first call, so that importing nemic.metrics loads neither nemic.nn nor
+# nemic.train (and no import cycle forms); nemic.metrics.minkowski.__init__ still re-exports them.
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _moved(module: str, name: str):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    wrapper.__name__ = name
+    wrapper.__doc__ = f"Deprecated alias of :func:`{module}.{name}` (imported on first call)."
+    return wrapper
+
+
+MinkowskiSurrogate = _moved("nemic.nn.minkowski_surrogate", "MinkowskiSurrogate")
+init_readout = _moved("nemic.train.surrogate", "init_readout")
+train_surrogate = _moved("nemic.train.surrogate", "train_surrogate")
+save_surrogate = _moved("nemic.train.surrogate", "save_surrogate")
+load_surrogate = _moved("nemic.train.surrogate", "load_surrogate")
+load_default_surrogate = _moved("nemic.train.surrogate", "load_default_surrogate")
 
 
 def polyomino_min_perimeter(area: Any) -> jax.Array:
