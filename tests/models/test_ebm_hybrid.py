@@ -87,3 +87,21 @@ def test_trained_hybrid_matches_moist_reference_better_than_dry_ebm():
     assert hyb["equilibrium_rmse_vs_reference"] < 0.3 * dry["equilibrium_rmse_vs_reference"]
     assert hyb["co2_response_rmse_vs_reference"] < 0.3 * dry["co2_response_rmse_vs_reference"]  # not trained on it
     assert hyb["seasonal_cycle_rmse_vs_reference"] < 0.3 * dry["seasonal_cycle_rmse_vs_reference"]
+
+
+def test_hybrid_training_settings_and_weights_file(tmp_path):
+    from nemic.core.errors import ConfigError
+    from nemic.train.checkpoint import CheckpointError, load_module, save_module
+
+    with pytest.raises(ConfigError, match="learning_rate"):  # before any spin-up
+        X.train_hybrid_ebm(16, steps=2, learning_rate=float("nan"))
+    m = DiffusiveEBM(12, insolation_type="daily", albedo_width=2.0)
+    net = X.NeuralDiffusivity.init(m, jax.random.PRNGKey(2), width=5)
+    net = eqx.tree_at(lambda n: n.mlp.layers[-1].weight, net, 0.2 * jnp.ones_like(net.mlp.layers[-1].weight))
+    path = save_module(tmp_path / "transport", net)
+    back = load_module(path, kind="NeuralDiffusivity")
+    T = EBMState(Ts=_T(12))
+    np.testing.assert_array_equal(back.tendency(T, 0.0).Ts, net.tendency(T, 0.0).Ts)
+    assert float(back.heat_capacity) == float(net.heat_capacity) and back.config() == net.config()
+    with pytest.raises(CheckpointError, match="'NeuralDiffusivity', not of a 'LocalStencilMLP'"):
+        load_module(path, kind="LocalStencilMLP")

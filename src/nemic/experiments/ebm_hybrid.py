@@ -16,12 +16,18 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from nemic.io.output import save_figure
+from nemic.core.errors import ConfigError
 from nemic.core.process import AbstractImplicitProcess, ImplicitExplicit
 from nemic.core.rollout import rollout
 from nemic.core.steppers import SemiImplicitEuler
+from nemic.io.output import save_figure
 from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM, EBMState, latitude_grid
+from nemic.models.ebm.model import _diffusion_coefficients
+from nemic.models.ebm.moist import moist_ebm_process
+from nemic.nn.registry import register_module
+from nemic.train.loop import fit
 
 
 class NeuralDiffusivity(AbstractImplicitProcess):
@@ -61,9 +67,12 @@ class NeuralDiffusivity(AbstractImplicitProcess):
         out = jax.vmap(self.mlp)(feats)[:, 0]
         return self.D_scale * jax.nn.softplus(out + np.log(np.e - 1.0))
 
-    def _coeffs(self, T):
-        from nemic.models.ebm.model import _diffusion_coefficients
+    def config(self) -> dict[str, Any]:
+        """Hyperparameters that rebuild the skeleton (see :func:`nemic.train.checkpoint.save_module`)."""
+        return {"num_lat": int(self.num_lat), "grid": str(self.grid), "width": int(self.mlp.width_size),
+                "depth": int(self.mlp.depth)}
 
+    def _coeffs(self, T):
         lo, up = _diffusion_coefficients(self.num_lat, self.grid)
         Dk = self.edge_diffusivity(T) / self.heat_capacity
         one = jnp.ones(1, Dk.dtype)
@@ -84,6 +93,16 @@ class NeuralDiffusivity(AbstractImplicitProcess):
         return EBMState(Ts=x)
 
 
+def _build_neural_diffusivity(config: dict[str, Any], key: jax.Array) -> NeuralDiffusivity:
+    """Skeleton for :func:`nemic.train.checkpoint.load_module` (D_scale and heat capacity come from the file)."""
+    mlp = eqx.nn.MLP(2, 1, config["width"], config["depth"], activation=jnp.tanh, key=key)
+    return NeuralDiffusivity(mlp=mlp, D_scale=jnp.asarray(0.0), heat_capacity=jnp.asarray(0.0),
+                             num_lat=int(config["num_lat"]), grid=str(config.get("grid", "sin")))
+
+
+register_module("NeuralDiffusivity", NeuralDiffusivity, build=_build_neural_diffusivity)
+
+
 def hybrid_process(model: DiffusiveEBM, transport: AbstractImplicitProcess) -> ImplicitExplicit:
     """The EBM's radiation (explicit) with ``transport`` (implicit) in place of its diffusion."""
     return ImplicitExplicit(explicit=model.radiation(), implicit=transport)
@@ -97,21 +116,23 @@ def _run(process, state, n_steps, dt, t0=0.0, save_every=None):
 def train_hybrid_ebm(num_lat: int = 30, *, moist_D: float = 0.3, relative_humidity: float = 0.8,
                      albedo_width: float = 2.0, steps: int = 300, learning_rate: float = 3e-3,
                      horizon_days: float = 120.0, n_starts: int = 6, key: jax.Array | None = None,
-                     dt: float | None = None) -> dict[str, Any]:
+                     dt: float | None = None, progress: bool = False, checkpoint: Any = None) -> dict[str, Any]:
     """Train a :class:`NeuralDiffusivity` online, through the solver, to reproduce a moist EBM's seasonal climate.
 
     The reference (:func:`~nemic.models.ebm.moist.moist_ebm_process`, Hwang & Frierson 2010) is spun up for 30
-    years with daily insolation and run one more year; the loss is the mean squared Ts error of hybrid rollouts
-    of ``horizon_days`` started from ``n_starts`` reference states spread over that year (all via ``vmap``),
-    saved every 5 steps. Optax Adam, ``steps`` updates. The radiation is the same in both models, so only the
-    transport is learned.
+    years with daily insolation and run one more year; the loss is the mean squared Ts error [K^2] of hybrid
+    rollouts of ``horizon_days`` started from ``n_starts`` reference states spread over that year (all via
+    ``vmap``), saved every 5 steps. Optax Adam, ``steps`` updates of :func:`nemic.train.loop.fit`, with the MLP
+    trained and ``D_scale`` and the heat capacity frozen (a ``filter_spec``). The radiation is the same in both
+    models, so only the transport is learned. A NaN/inf loss, gradient or weight stops with
+    :class:`~nemic.train.loop.TrainingDivergedError` (one line); ``checkpoint`` (a file) saves and resumes.
 
     Returns a dict with the trained process, the loss history and the models (see :func:`evaluate_hybrid_ebm`).
     """
-    import optax
-
-    from nemic.models.ebm.moist import moist_ebm_process
-
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+    if not np.isfinite(learning_rate) or learning_rate <= 0:
+        raise ConfigError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
     key = jax.random.PRNGKey(0) if key is None else key
     model = DiffusiveEBM(num_lat, insolation_type="daily", albedo_width=albedo_width)
     dt = SECONDS_PER_YEAR / 90 if dt is None else dt
@@ -123,47 +144,33 @@ def train_hybrid_ebm(num_lat: int = 30, *, moist_D: float = 0.3, relative_humidi
     horizon = max(5, int(round(horizon_days * 86400.0 / dt)) // 5 * 5)
     starts = np.linspace(0, steps_per_year, n_starts, endpoint=False).astype(int)
     idx = starts[:, None] + np.arange(0, horizon + 1, 5)[None, :]
-    target = ref.states.Ts[idx]  # (n_starts, horizon/5 + 1, num_lat)
-    s0 = EBMState(Ts=ref.states.Ts[starts])
-    t0 = ref.t[starts]
+    batch = (EBMState(Ts=ref.states.Ts[starts]), ref.t[starts], ref.states.Ts[idx])  # target (B, horizon/5+1, J)
 
     net = NeuralDiffusivity.init(model, key)
-    params, static = eqx.partition(net, lambda x: eqx.is_inexact_array(x))
-    params = eqx.tree_at(lambda n: (n.D_scale, n.heat_capacity), params, replace=(None, None))
+    trainable = eqx.tree_at(lambda n: (n.D_scale, n.heat_capacity), jax.tree_util.tree_map(eqx.is_inexact_array, net),
+                            (False, False))
 
-    def loss_fn(params):
-        n = eqx.combine(params, static, _frozen(net))
+    def loss(n: NeuralDiffusivity, b, k) -> jax.Array:
+        s0, t0, target = b
         proc = hybrid_process(model, n)
-
-        def one(s, t):
-            return _run(proc, s, horizon, dt, t0=t, save_every=5).states.Ts
-        pred = jax.vmap(one)(s0, t0)
+        pred = jax.vmap(lambda s, t: _run(proc, s, horizon, dt, t0=t, save_every=5).states.Ts)(s0, t0)
         return jnp.mean((pred - target) ** 2)
 
-    opt = optax.adam(learning_rate)
-    opt_state = opt.init(params)
-
-    @eqx.filter_jit
-    def step(params, opt_state):
-        v, g = eqx.filter_value_and_grad(loss_fn)(params)
-        upd, opt_state = opt.update(g, opt_state, params)
-        return eqx.apply_updates(params, upd), opt_state, v
-
-    history = []
-    for _ in range(steps):
-        params, opt_state, v = step(params, opt_state)
-        history.append(float(v))
-    trained = eqx.combine(params, static, _frozen(net))
-    return {"transport": trained, "history": np.asarray(history), "model": model, "moist_D": moist_D,
+    res = fit(net, loss, _FixedBatch(batch), optimizer=optax.adam(learning_rate), n_iters=steps, key=key,
+              filter_spec=trainable, progress=progress, description="hybrid EBM training", checkpoint=checkpoint)
+    history = res.history
+    return {"transport": res.model, "history": np.asarray(history), "model": model, "moist_D": moist_D,
             "relative_humidity": relative_humidity, "dt": dt, "initial_loss": history[0] if history else None,
             "horizon_steps": horizon, "n_starts": n_starts}
 
 
-def _frozen(net: NeuralDiffusivity):
-    """The non-trained array leaves of ``net`` (D_scale, heat capacity), everything else None."""
-    frozen = jax.tree_util.tree_map(lambda _: None, net)
-    return eqx.tree_at(lambda n: (n.D_scale, n.heat_capacity), frozen, (net.D_scale, net.heat_capacity),
-                       is_leaf=lambda x: x is None)
+class _FixedBatch(eqx.Module):
+    """A sampler that returns the same batch every iteration (full-batch training)."""
+
+    batch: Any
+
+    def __call__(self, key: jax.Array, iteration: Any = None) -> Any:
+        return self.batch
 
 
 def evaluate_hybrid_ebm(result: dict[str, Any], *, years: float = 30.0) -> dict[str, Any]:
@@ -172,8 +179,6 @@ def evaluate_hybrid_ebm(result: dict[str, Any], *, years: float = 30.0) -> dict[
 
     Returns RMSEs of Ts [K] and global-mean quantities for the three models (JSON-ready), plus profiles.
     """
-    from nemic.models.ebm.moist import moist_ebm_process
-
     model, net, dt = result["model"], result["transport"], result["dt"]
     n_year = int(round(SECONDS_PER_YEAR / dt))
     n = int(round(years)) * n_year

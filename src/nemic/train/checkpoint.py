@@ -119,8 +119,21 @@ def _write(path: str | os.PathLike, header: dict[str, Any], tree: Any) -> Path:
     payload = buf.getvalue()
     header = {**header, "leaves": fingerprint(tree), "payload_bytes": len(payload),
               "payload_sha256": hashlib.sha256(payload).hexdigest(), "nemic_version": __version__}
-    text = json.dumps(header, separators=(",", ":"), allow_nan=False)
+    try:
+        text = json.dumps(header, separators=(",", ":"), allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot write '{path}': its config/metadata is not plain JSON ({e})") from None
     return atomic_write_bytes(path, [MAGIC, text.encode(), b"\n", payload])
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (np.ndarray, jax.Array)):
+        return np.asarray(o).tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
