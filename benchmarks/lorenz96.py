@@ -72,7 +72,7 @@ def main():
     repeats = 3 if args.quick else 5
 
     model = TwoScaleLorenz96(h=H, b=B, c=C, F=F)
-    s0 = model.initial_state(K, J, jax.random.PRNGKey(0))
+    s0 = model.initial_state(jax.random.PRNGKey(0), K=K, J=J)
     results: dict = {"machine": platform.processor() or platform.machine(), "jax": jax.__version__,
                      "devices": [str(d) for d in jax.devices()], "K": K, "J": J, "dt": DT}
 
@@ -94,7 +94,7 @@ def main():
 
     # 2. ensemble of 64
     keys = jax.random.split(jax.random.PRNGKey(1), 64)
-    ens0 = jax.vmap(lambda k: model.initial_state(K, J, k))(keys)
+    ens0 = jax.vmap(lambda k: model.initial_state(k, K=K, J=J))(keys)
     n_ens = n_steps // 5
     ens_run = jax.jit(jax.vmap(lambda s: rollout(model, RK4(), s, dt=DT, n_steps=n_ens, save_every=n_ens).final))
     jax.block_until_ready(ens_run(ens0))

@@ -21,7 +21,7 @@ from nemic.train.offline import fit_offline  # noqa: E402
 
 # 1. the two-scale truth, saved every coarse step (dt = 0.005)
 truth_model = TwoScaleLorenz96()
-s0 = truth_model.initial_state(8, 32, jax.random.PRNGKey(0))
+s0 = truth_model.initial_state(jax.random.PRNGKey(0), K=8, J=32)
 s0 = simulate(truth_model, RK4(), s0, dt=0.001, n_steps=2000, save_every=2000).final
 truth = simulate(truth_model, RK4(), s0, dt=0.001, n_steps=20000, save_every=5)
 x_truth = Lorenz96State(x=truth.states.x)

@@ -31,7 +31,7 @@ def test_two_scale_against_solve_ivp():
     K, J = 5, 4
     pars = dict(h=1.0, b=10.0, c=10.0, F=20.0)
     model = TwoScaleLorenz96(**pars)
-    s0 = model.initial_state(K, J, jax.random.PRNGKey(1))
+    s0 = model.initial_state(jax.random.PRNGKey(1), K=K, J=J)
     T = 0.2  # short: the fast scales amplify any difference quickly
     z0 = np.concatenate([np.asarray(s0.x), np.asarray(s0.y).ravel()])
     ref = solve_ivp(numpy_two_scale, (0, T), z0, args=(K, J, *pars.values()), rtol=1e-12, atol=1e-12,
@@ -47,7 +47,7 @@ def test_two_scale_against_solve_ivp():
 
 def test_one_scale_against_solve_ivp():
     model = Lorenz96(F=8.0)
-    s0 = model.initial_state(10, jax.random.PRNGKey(0))
+    s0 = model.initial_state(jax.random.PRNGKey(0), K=10)
     f = lambda t, x: np.array([-x[k - 1] * (x[k - 2] - x[(k + 1) % 10]) - x[k] + 8.0 for k in range(10)])  # noqa
     ref = solve_ivp(f, (0, 2.0), np.asarray(s0.x), rtol=1e-12, atol=1e-12, method="DOP853")
     errs = [np.abs(np.asarray(rollout(model, RK4(), s0, dt=2.0 / n, n_steps=n, save_every=n).final.x)
@@ -71,7 +71,7 @@ def test_advection_conserves_energy():
 
 def test_subgrid_tendency_definition():
     model = TwoScaleLorenz96()
-    s = model.initial_state(8, 32, jax.random.PRNGKey(3))
+    s = model.initial_state(jax.random.PRNGKey(3), K=8, J=32)
     u = model.subgrid_tendency(s)
     np.testing.assert_allclose(u, -1.0 * 10 / 10 * np.asarray(s.y).sum(-1))
     assert model.tendency(s, 0.0).y.shape == (8, 32)
@@ -79,7 +79,7 @@ def test_subgrid_tendency_definition():
 
 def test_check_grads_tendencies_and_rollout():
     m2 = TwoScaleLorenz96(h=1.0, b=10.0, c=10.0, F=20.0)
-    s = m2.initial_state(4, 3, jax.random.PRNGKey(0))
+    s = m2.initial_state(jax.random.PRNGKey(0), K=4, J=3)
     check_grads(jax.jit(lambda x, y: m2.tendency(TwoScaleLorenz96State(x=x, y=y), 0.0).x), (s.x, s.y), order=2,
                 modes=["fwd", "rev"])
     check_grads(lambda h, c, F: eqx.tree_at(lambda m: (m.h, m.c, m.F), m2, (h, c, F)).tendency(s, 0.0).y,
@@ -97,7 +97,7 @@ def test_check_grads_tendencies_and_rollout():
 def test_jit_vmap_grad_through_models():
     model = TwoScaleLorenz96()
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    states = jax.vmap(lambda k: model.initial_state(8, 4, k))(keys)
+    states = jax.vmap(lambda k: model.initial_state(k, K=8, J=4))(keys)
 
     @jax.jit
     def final_mean_x(F, s):
@@ -113,9 +113,9 @@ def test_jit_vmap_grad_through_models():
 
 def test_bad_inputs():
     with pytest.raises(ConfigError, match="K"):
-        Lorenz96().initial_state(3, jax.random.PRNGKey(0))
+        Lorenz96().initial_state(jax.random.PRNGKey(0), K=3)
     with pytest.raises(ConfigError, match="K"):
-        TwoScaleLorenz96().initial_state(2, 32, jax.random.PRNGKey(0))
+        TwoScaleLorenz96().initial_state(jax.random.PRNGKey(0), K=2, J=32)
     with pytest.raises(ConfigError, match="K"):
         Lorenz96().check_state(Lorenz96State(x=jnp.ones(3)))
     with pytest.raises(DataError, match="NaN"):

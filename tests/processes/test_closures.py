@@ -20,7 +20,7 @@ def test_zero_initialised_correction_reproduces_physics_bit_for_bit():
                           zero_init=True)
     hybrid = physics + NeuralTendency(net, "x")
     assert isinstance(hybrid, Sum)
-    s0 = physics.initial_state(8, jax.random.PRNGKey(1))
+    s0 = physics.initial_state(jax.random.PRNGKey(1), K=8)
     # the tendencies are identical bit for bit
     np.testing.assert_array_equal(physics.tendency(s0, 0.0).x, hybrid.tendency(s0, 0.0).x)
     # and so is a whole RK4 run (the quickstart's stepper) of 2,000 steps of a chaotic model

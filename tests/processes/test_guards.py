@@ -19,7 +19,7 @@ K = 40  # the standard Lorenz-96 size: per-state statistics over 40 sites are in
 
 def climate(F, seed, n=600):
     m = Lorenz96(F)
-    s0 = m.initial_state(K, jax.random.PRNGKey(seed))
+    s0 = m.initial_state(jax.random.PRNGKey(seed), K=K)
     spun = rollout(m, RK4(), s0, dt=0.005, n_steps=1000, save_every=1000).final
     return rollout(m, RK4(), spun, dt=0.005, n_steps=5 * n, save_every=5).states.x[1:]
 

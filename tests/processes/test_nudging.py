@@ -28,7 +28,7 @@ class Field2D(AbstractState):
 def reference():
     """A Lorenz-96 (F=8) trajectory at dt = 1e-3 over [0, 1]."""
     m = Lorenz96(8.0)
-    s0 = m.initial_state(8, jax.random.PRNGKey(1), scale=3.0)
+    s0 = m.initial_state(jax.random.PRNGKey(1), K=8, scale=3.0)
     return simulate(m, RK4(), s0, dt=1e-3, n_steps=1000)
 
 
