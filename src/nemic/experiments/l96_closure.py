@@ -18,6 +18,8 @@ distributions of a long free run and of the truth, autocorrelation of X, and sta
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -25,18 +27,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 
 from nemic.core.errors import BlowUpError, ConfigError, check_int_at_least, check_positive
 from nemic.io.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
 from nemic.core.rollout import Trajectory, rollout, simulate
 from nemic.core.steppers import RK4
+from nemic.experiments.l96_plots import plot_all
 from nemic.metrics.climate import autocorrelation, hellinger_distance
 from nemic.metrics.skill import forecast_rmse, skill_lost_lead_time
 from nemic.models.lorenz96 import Lorenz96, Lorenz96State, TwoScaleLorenz96
 from nemic.nn.mlp import LocalStencilMLP
 from nemic.processes.neural import NeuralTendency
 from nemic.processes.polynomial import PolynomialClosure
-from nemic.train.checkpoint import save_module
+from nemic.train.checkpoint import read_header, save_module
 from nemic.train.offline import fit_offline
 from nemic.train.online import fit_online
 
@@ -110,7 +114,7 @@ def truth_run(model: TwoScaleLorenz96, cfg: L96ClosureConfig, key: jax.Array, du
     Returns the coarse trajectory (X only, as :class:`Lorenz96State`) and the diagnosed subgrid tendency U at the
     saved times, shape (T, K).
     """
-    s0 = model.initial_state(cfg.K, cfg.J, key)
+    s0 = model.initial_state(key, K=cfg.K, J=cfg.J)
     model.check_state(s0)
     spin = simulate(model, RK4(), s0, dt=cfg.truth_dt, n_steps=cfg.steps(cfg.spinup_time, cfg.truth_dt),
                     save_every=cfg.steps(cfg.spinup_time, cfg.truth_dt) or 1) if cfg.spinup_time else None
@@ -220,17 +224,23 @@ def run(cfg: L96ClosureConfig = L96ClosureConfig(), out: str | Path = "runs/quic
 
     t0 = time.perf_counter()
     log("[4/5] neural closure, online (through rollouts of the coarse model)")
-    reference = Lorenz96State(x=jnp.asarray(x_train))
+    reference = Lorenz96State(x=jnp.asarray(x_train))  # saved every coarse step: save_every=1 model step
     params["nn_online"], hist_on = fit_online(
         NeuralTendency(params["nn_offline"], "x"), lambda c: coarse + c, RK4(), reference, dt=cfg.coarse_dt,
-        curriculum=cfg.online_curriculum, batch_size=cfg.online_batch, learning_rate=cfg.online_lr, key=k_on,
+        save_every=1, curriculum=cfg.online_curriculum, batch_size=cfg.online_batch, learning_rate=cfg.online_lr, key=k_on,
         progress=progress, checkpoint_dir=str(ckpt_dir))
     params["nn_online"] = params["nn_online"].net
     timings["nn_online"] = time.perf_counter() - t0
 
     models_dir = out / "models"
     for name in ("nn_offline", "nn_online"):
-        save_module(models_dir / name, params[name], params[name].config(), extra={"recipe": "l96_closure"})
+        # one file per network (kind, hyperparameters and weights): nemic.train.checkpoint.load_module reads it;
+        # the JSON beside it is a readable copy of its header (never read back)
+        path = save_module(models_dir / name, params[name], extra={"recipe": "l96_closure"})
+        header = read_header(path)
+        write_json({"weights": path.name, "kind": header["kind"], "config": header["config"],
+                    "extra": header["extra"], "load_with": "nemic.train.checkpoint.load_module"},
+                   models_dir / f"{name}.json")
     write_json({"coeffs_lowest_degree_first": np.asarray(params["polynomial"].coeffs).tolist()},
                models_dir / "polynomial.json")
 
@@ -267,15 +277,10 @@ def run(cfg: L96ClosureConfig = L96ClosureConfig(), out: str | Path = "runs/quic
 
 
 def _config_hash(cfg: L96ClosureConfig) -> str:
-    import hashlib
-    import json
-
     return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _write_outputs(out: Path, cfg, test, results, acf_truth, n_acf, hist_off, hist_on) -> None:
-    import xarray as xr
-
     attrs = {k: v for k, v in dataclasses.asdict(cfg).items() if not isinstance(v, tuple)}
     write_netcdf(to_xarray(test, attrs={"title": "two-scale Lorenz-96 truth (X), test period", **attrs}),
                  out / "truth.nc")
@@ -289,8 +294,6 @@ def _write_outputs(out: Path, cfg, test, results, acf_truth, n_acf, hist_off, hi
     ds = xr.Dataset(curves, coords={"lead_time": ("lead_time", lead, {"units": "1", "long_name": "lead time"})})
     ds.attrs.update({"Conventions": "CF-1.10", "source": "nemic", "n_forecasts": cfg.n_forecasts})
     write_netcdf(ds, out / "forecast_rmse.nc")
-    from nemic.experiments.l96_plots import plot_all
-
     plot_all(out, cfg, test, results, acf_truth, n_acf, hist_off, hist_on)
 
 
