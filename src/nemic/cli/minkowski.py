@@ -88,7 +88,8 @@ def train_surrogate_cmd(
 ) -> None:
     """Train the constrained Lipschitz surrogate and the unconstrained CNN baseline on OPERA patches.
 
-    Writes surrogate.{eqx,json}, surrogate_unconstrained.{eqx,json} and report.json (R^2 per measure and
+    Writes surrogate.eqx and surrogate_unconstrained.eqx (one weights file each, nemic.train.checkpoint.load_module),
+    a readable surrogate*.json beside each (its header, recipe and test scores) and report.json (R^2 per measure and
     threshold on the later time block; share of (sample, threshold) pairs breaking a geometric constraint).
     """
     import jax
@@ -100,20 +101,17 @@ def train_surrogate_cmd(
     from nemic.io.output import ensure_writable_dir, write_json
     from nemic.data.opera import extract_patches, time_block_split, wet_quantile_thresholds
     from nemic.metrics.minkowski import minkowski_functionals
-    from nemic.metrics.minkowski.surrogate import (
-        MEASURE_NAMES,
-        MinkowskiSurrogate,
-        constraint_violations,
-        r2_scores,
-        save_surrogate,
-        stack_measures,
-        train_surrogate,
-    )
+    from nemic.metrics.minkowski.surrogate import MEASURE_NAMES, constraint_violations, r2_scores, stack_measures
+    from nemic.nn.minkowski_surrogate import MinkowskiSurrogate
+    from nemic.train.checkpoint import read_header, save_module
+    from nemic.train.surrogate import train_surrogate
 
     console = Console()
     out = ensure_writable_dir(out)
     if frame_step < 1 or steps < 1 or batch < 1 or max_patches < 2:
         raise ConfigError("frame-step, steps, batch must be >= 1 and max-patches >= 2")
+    if not np.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"--lr must be a finite number > 0, got {lr}")
     t_start = time.perf_counter()
     ds, name = _open(data)
     rr = ds.rain_rate.isel(time=slice(None, None, frame_step))
@@ -189,9 +187,13 @@ def train_surrogate_cmd(
             "batch": batch, "learning_rate": lr, "seed": seed, "n_train": int(tr.size),
             "train_until": str(patches.time.values[tr].max())[:19],
         }
-        save_surrogate(model, out / label, extra={"recipe": recipe, "test_report": rec,
-                                                  "attribution": "trained on EUMETNET OPERA radar data (CC BY 4.0)"})
+        extra = {"recipe": recipe, "test_report": rec,
+                 "attribution": "trained on EUMETNET OPERA radar data (CC BY 4.0)"}
+        path = save_module(out / label, model, extra=extra)
+        header = read_header(path)
+        write_json({"weights": path.name, "kind": header["kind"], "hyperparameters": header["config"], **extra,
+                    "load_with": "nemic.train.checkpoint.load_module"}, out / f"{label}.json")
     report["seconds_total"] = time.perf_counter() - t_start
     write_json(report, out / "report.json")
     console.print(table)
-    console.print(f"wrote {out}/surrogate.{{eqx,json}}, surrogate_unconstrained.{{eqx,json}}, report.json")
+    console.print(f"wrote {out}/surrogate.eqx, surrogate_unconstrained.eqx (+ readable .json), report.json")
