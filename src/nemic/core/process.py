@@ -130,15 +130,21 @@ def compose(*processes: AbstractProcess) -> AbstractProcess:
             + ", ".join(type(p).__name__ for p in imex + implicit_bare)
             + " (add their implicit operators into one AbstractImplicitProcess)"
         )
-    if not imex:
+    if not imex and not implicit_bare:
         terms: list[AbstractProcess] = []
         for p in processes:
             terms.extend(_terms(p))
         return Sum(tuple(terms))
+    implicit = imex[0].implicit if imex else implicit_bare[0]
     explicit: list[AbstractProcess] = []
     for p in processes:
-        explicit.extend(_terms(p.explicit) if isinstance(p, ImplicitExplicit) else _terms(p))
-    return ImplicitExplicit(Sum(tuple(explicit)) if len(explicit) > 1 else explicit[0], imex[0].implicit)
+        if isinstance(p, ImplicitExplicit):
+            explicit.extend(_terms(p.explicit))
+        elif not isinstance(p, AbstractImplicitProcess):
+            explicit.extend(_terms(p))
+    if not explicit:
+        return implicit
+    return ImplicitExplicit(Sum(tuple(explicit)) if len(explicit) > 1 else explicit[0], implicit)
 
 
 def split_key(key: Any, n: int) -> tuple[Any, ...]:

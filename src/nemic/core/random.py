@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nemic.core.errors import ConfigError, check_positive, is_concrete
 from nemic.core.process import AbstractProcess, PyTree, tree_zeros_like
@@ -90,9 +91,9 @@ class AR1Noise(AbstractProcess):
 
     def __init__(self, sigma: Any, phi: Any, field: str | None = None, value: Any = None):
         check_positive("AR1Noise sigma", sigma, allow_zero=True)
-        if is_concrete(phi):
-            p = jnp.asarray(phi, dtype=float)
-            if not bool(jnp.all((p >= 0) & (p < 1))):
+        if is_concrete(phi):  # numpy, not jnp: inside a trace jnp comparisons of constants are tracers
+            p = np.asarray(phi, dtype=float)
+            if not np.all((p >= 0) & (p < 1)):
                 raise ConfigError(f"AR1Noise phi must be in [0, 1), got {phi!r}")
         self.sigma = jnp.asarray(sigma, dtype=float)
         self.phi = jnp.asarray(phi, dtype=float)

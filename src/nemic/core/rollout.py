@@ -172,6 +172,38 @@ def check_state(process: AbstractProcess, state: Any, name: str = "initial state
             break
 
 
+def _shape_struct(tree: PyTree) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((tuple(jnp.shape(x)), jnp.result_type(x).kind) for x in leaves)
+
+
+def check_tendency_structure(process: AbstractProcess, state: PyTree, t: Any = 0.0, key: Any = None) -> None:
+    """One-line :class:`DataError` naming the first term whose tendency's structure or shapes differ from the
+    state's (checked abstractly with ``jax.eval_shape``: nothing is computed)."""
+    from_sum = getattr(process, "terms", None)
+    explicit = getattr(process, "explicit", None)
+    terms = from_sum if from_sum is not None else (process,)
+    if explicit is not None:
+        terms = tuple(getattr(explicit, "terms", (explicit,))) + (process.implicit,)
+    want = _shape_struct(state)
+    for term in terms:
+        k = jax.random.key(0) if term.stochastic else None
+        got = jax.eval_shape(lambda s, p=term, k=k: p.bind_noise(p.init_noise(s, k) if k is not None else None)
+                             .tendency(s, t, k), state)
+        got_struct = (got_def, got_shapes) = (jax.tree_util.tree_structure(got),
+                                              tuple((tuple(x.shape), x.dtype.kind)
+                                                    for x in jax.tree_util.tree_leaves(got)))
+        if got_def != want[0] or got_shapes != want[1]:
+            raise DataError(
+                f"{type(term).__name__}.tendency returns {_describe(got_struct)} but the state is "
+                f"{_describe(want)}: a tendency must have the state's structure and shapes")
+
+
+def _describe(struct) -> str:
+    treedef, shapes = struct
+    return f"{treedef.num_leaves} array(s) of shape(s) {', '.join(str(s) for s, _ in shapes)}"
+
+
 def _validate(state0, dt, n_steps, save_every):
     check_dt(dt)
     if not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool) or n_steps < 0:
@@ -199,10 +231,16 @@ def _is_key(key) -> bool:
     return arr.dtype == jnp.uint32 and arr.shape == (2,)
 
 
+def _run_keys(key: Any) -> tuple[Any, Any]:
+    """The run key split into the key of the initial noise state and the key that step indices are folded into."""
+    k_init, k_steps = jax.random.split(key)
+    return k_init, k_steps
+
+
 def init_carry(process: AbstractProcess, stepper: AbstractStepper, state0: PyTree, *, t0: Any = 0.0,
                dt: Any, key: Any = None) -> RolloutCarry:
     """The carry at the start of a run: the stepper's empty history and the process's initial noise state."""
-    noise = process.init_noise(state0, jax.random.fold_in(key, -1)) if key is not None else None
+    noise = process.init_noise(state0, _run_keys(key)[0]) if key is not None else None
     return RolloutCarry(state0, stepper.init(process, state0, t0, dt), noise, jnp.zeros((), jnp.int32))
 
 
@@ -237,8 +275,9 @@ def rollout(
         checkpoint: ``jax.checkpoint`` nesting levels for reverse mode (``True`` = one level, O(sqrt n) memory;
             2-3 levels for 10^4-10^5 steps; see :func:`checkpointed_scan`). Applied to the longer of the number
             of saves and the steps per save; the shorter loop is recomputed whole inside a block.
-        key: ``jax.random`` key of the run (required when the process is stochastic). Step ``i`` (counted from
-            the start of the run, across continuations) uses ``fold_in(key, i)``.
+        key: ``jax.random`` key of the run (required when the process is stochastic). ``split(key)`` gives the
+            key of the initial noise state and a step key; step ``i`` (counted from the start of the run, across
+            continuations) uses ``fold_in(step_key, i)``.
         observe: ``observe(state, t) -> pytree`` saved instead of the state (derived fields, a few variables).
         stepper_state: history of a multistep stepper to continue from (default: ``stepper.init``).
         carry: a :class:`RolloutCarry` to continue a run exactly (stepper history, noise state, step count).
@@ -258,6 +297,8 @@ def rollout(
     if not isinstance(stepper, AbstractStepper):
         raise ConfigError(f"rollout needs a stepper, got {type(stepper).__name__}")
     stepper.check_process(process)
+    if is_concrete((state0, t0)):
+        check_tendency_structure(process, state0, t0)
     n_saves = n_steps // save_every
     if carry is None:
         carry = init_carry(process, stepper, state0, t0=t0, dt=dt, key=key)
@@ -268,6 +309,7 @@ def rollout(
     checkpoint_saves = checkpoint if n_saves >= save_every else False
     checkpoint_steps = checkpoint if n_saves < save_every else False
     i_start = carry.step
+    k_steps = None if key is None else _run_keys(key)[1]
     obs = (lambda s, t: s) if observe is None else observe
 
     def one_step(c):
@@ -276,7 +318,7 @@ def rollout(
         if key is None:
             new, ss = stepper.step(process, state, t, dt, ss)
         else:
-            k_noise, k_step = jax.random.split(jax.random.fold_in(key, i))
+            k_noise, k_step = jax.random.split(jax.random.fold_in(k_steps, i))
             noise = process.advance_noise(noise, k_noise, dt)
             new, ss = stepper.step(process.bind_noise(noise), state, t, dt, ss, k_step)
         return (new, ss, noise, i + 1), None
