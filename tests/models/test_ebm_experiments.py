@@ -5,6 +5,7 @@ import pytest
 from scipy.special import eval_legendre
 
 from nemic.core.errors import ConfigError
+from nemic.core.rollout import rollout
 from nemic.experiments import ebm as X
 from nemic.models.ebm import DiffusiveEBM
 
@@ -88,7 +89,10 @@ def test_checkpointed_and_plain_gradients_agree():
     m = DiffusiveEBM(12, albedo_width=2.0)
 
     def loss(D, checkpoint):
-        return m.with_params(D=D).integrate(years=3.0, checkpoint=checkpoint).final.Ts.sum()
+        mm = m.with_params(D=D)
+        n = 3 * 90
+        return rollout(mm, mm.default_stepper(), mm.initial_state(), dt=mm.default_timestep, n_steps=n,
+                       save_every=n, checkpoint=checkpoint).final.Ts.sum()
 
     g1 = jax.jit(jax.grad(lambda D: loss(D, False)))(0.555)
     g2 = jax.jit(jax.grad(lambda D: loss(D, True)))(0.555)

@@ -65,15 +65,17 @@ def run(
         write_netcdf(ds_forced, out / "co2.nc")
         summary["co2"] = {k: v for k, v in r.items() if isinstance(v, float)}
     if years > 0:
+        from nemic.core.rollout import simulate
         from nemic.models.ebm import SECONDS_PER_YEAR
 
         dt = SECONDS_PER_YEAR / 360 if insolation == "daily" else m.default_timestep
         if state is None:  # daily insolation: start on 1 January after the 30-year spin-up
-            state = m.integrate(years=30, dt=dt).final
+            n_spin = 30 * 360
+            state = simulate(m, None, m.initial_state(), dt=dt, n_steps=n_spin, save_every=n_spin).final
         n_save = max(1, int(round(SECONDS_PER_YEAR / 12 / dt)))
         steps = int(round(years * SECONDS_PER_YEAR / dt))
-        steps -= steps % n_save
-        traj = m.integrate(state, years=steps * dt / SECONDS_PER_YEAR, dt=dt, save_every=n_save)
+        steps = max(steps - steps % n_save, n_save)
+        traj = simulate(m, None, state, dt=dt, n_steps=steps, save_every=n_save)
         write_netcdf(X.trajectory_dataset(m, traj), out / "trajectory.nc")
     summary["wall_s"] = time.perf_counter() - t0
     write_json(summary, out / "summary.json")
@@ -177,14 +179,15 @@ def hybrid(
     seed: int = typer.Option(0, help="random seed of the network initialisation"),
 ) -> None:
     """Train a neural heat transport through the solver against a moist EBM; compare equilibrium, seasonal cycle
-    and CO2 response: hybrid.json, hybrid.png, hybrid_transport.eqx (+ hybrid_transport.json to rebuild it)."""
+    and CO2 response: hybrid.json, hybrid.png, hybrid_transport.eqx (the one weights format:
+    ``nemic.train.checkpoint.load_module`` rebuilds the transport)."""
     _setup()
-    import equinox as eqx
     import jax
 
     from nemic.core.errors import ConfigError
-    from nemic.io.output import atomic_write, ensure_writable_dir, write_json
     from nemic.experiments import ebm_hybrid as X
+    from nemic.io.output import ensure_writable_dir, write_json
+    from nemic.train.checkpoint import save_module
 
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
@@ -197,10 +200,8 @@ def hybrid(
     rep.update({"loss_history": res["history"].tolist(), "train_s": train_s,
                 "eval_s": time.perf_counter() - t0 - train_s})
     write_json(rep, out / "hybrid.json")
-    atomic_write(out / "hybrid_transport.eqx", lambda tmp: eqx.tree_serialise_leaves(tmp, res["transport"]))
-    write_json({"class": "nemic.experiments.ebm_hybrid.NeuralDiffusivity", "num_lat": num_lat, "grid": "sin",
-                "width": 16, "depth": 2, "D_scale": 0.555, "albedo_width": 2.0, "seed": seed},
-               out / "hybrid_transport.json")
+    save_module(out / "hybrid_transport.eqx", res["transport"],
+                extra={"recipe": "nemic ebm hybrid", "moist_D": moist_D, "seed": seed})
     X.plot_hybrid(rep, res["history"], out / "hybrid.png")
     for name, r in rep["models"].items():
         if name != "reference":

@@ -18,13 +18,15 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
 from nemic.core.errors import BlowUpError, ConfigError
 from nemic.io.output import save_figure, to_xarray
 from nemic.core.rollout import Trajectory, rollout
-from nemic.core.steppers import SemiImplicitEuler
+from nemic.train.calibration import check_targets, ensemble_kalman_inversion, fit_gradient, identifiability, \
+    misfit
 from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM, EBMState, global_mean, ice_edge_latitude, \
     latitude_grid
 
@@ -32,15 +34,14 @@ PARAM_NAMES = ("S0", "s2", "A", "B", "D", "a0", "a2", "ai", "Tf", "water_depth",
 
 
 def model_attrs(model: DiffusiveEBM) -> dict[str, Any]:
-    """The model's parameters as plain floats/strings (for netCDF attributes and JSON)."""
-    out: dict[str, Any] = {k: float(getattr(model, k)) for k in PARAM_NAMES}
-    out.update(num_lat=model.num_lat, grid=model.grid, insolation_type=model.insolation_type)
-    return out
+    """The model's parameters as plain floats/strings (for netCDF attributes and JSON); the model is rebuilt from
+    them by ``DiffusiveEBM.from_attrs``."""
+    return model.to_attrs()
 
 
 @eqx.filter_jit
 def _run_years(model: DiffusiveEBM, state: EBMState, n_steps: int, dt: float) -> tuple[EBMState, jax.Array]:
-    traj = rollout(model.process(), SemiImplicitEuler(), state, dt=dt, n_steps=n_steps, save_every=n_steps)
+    traj = rollout(model, model.default_stepper(), state, dt=dt, n_steps=n_steps, save_every=n_steps)
     return traj.final, traj.blowup_step
 
 
@@ -119,11 +120,11 @@ def seasonal_climatology(model: DiffusiveEBM, state: EBMState | None = None, *, 
 
     @eqx.filter_jit
     def run(model, state):
-        spun = rollout(model.process(), SemiImplicitEuler(), state, dt=dt, n_steps=n_spin, save_every=n_spin)
-        year = rollout(model.process(), SemiImplicitEuler(), spun.final, dt=dt, n_steps=steps_per_year,
+        spun = rollout(model, model.default_stepper(), state, dt=dt, n_steps=n_spin, save_every=n_spin)
+        year = rollout(model, model.default_stepper(), spun.final, dt=dt, n_steps=steps_per_year,
                        t0=n_spin * dt)
         Ts, t = year.states.Ts[1:], year.t[1:]
-        asr, olr, alb, q = jax.vmap(lambda T, tt: model.radiation().fluxes(T, tt))(Ts, t)
+        asr, olr, alb, q = jax.vmap(lambda T, tt: model.explicit.fluxes(T, tt))(Ts, t)
         return Ts, asr, olr, alb, q
 
     fields = [np.asarray(a) for a in run(model, state)]
@@ -192,13 +193,14 @@ def hysteresis(model: DiffusiveEBM, S0_values, *, years_per_value: float = 40.0,
     if start not in ("warm", "cold"):
         raise ConfigError(f"start must be 'warm' or 'cold', got {start!r}")
     if state is None:
-        state = model.initial_state(30.0 - 45.0 * model.x**2 if start == "warm" else jnp.full(model.num_lat, -60.0))
+        warm = start == "warm"
+        state = model.initial_state(Ts=30.0 - 45.0 * model.x**2 if warm else jnp.full(model.num_lat, -60.0))
     lat = latitude_grid(model.num_lat, model.grid)["lat"]
 
     @eqx.filter_jit
     def sweep(model, state, values):
         def body(s, S0v):
-            s = rollout(model.with_params(S0=S0v).process(), SemiImplicitEuler(), s, dt=dt, n_steps=n,
+            s = rollout(model.with_params(S0=S0v), model.default_stepper(), s, dt=dt, n_steps=n,
                         save_every=n).final
             return s, s.Ts
         return jax.lax.scan(body, state, values)
@@ -242,11 +244,6 @@ def hysteresis_transitions(ds: xr.Dataset) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------------- plots
 def plot_equilibrium(ds: xr.Dataset, path, ds_forced: xr.Dataset | None = None) -> Path:
     """Plot Ts, albedo, radiation and heat transport of an equilibrium (and a forced one) to a PNG file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
     ax[0].plot(ds.lat, ds.Ts, label="control")
     if ds_forced is not None:
@@ -266,11 +263,6 @@ def plot_equilibrium(ds: xr.Dataset, path, ds_forced: xr.Dataset | None = None) 
 
 def plot_seasonal(ds: xr.Dataset, path) -> Path:
     """Plot the monthly Ts (latitude-month section) and the seasonal amplitude of a seasonal climatology."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     pc = ax[0].contourf(ds.month, ds.lat, ds.Ts.T, levels=21, cmap="RdBu_r")
     fig.colorbar(pc, ax=ax[0], label="Ts [degC]")
@@ -283,11 +275,6 @@ def plot_seasonal(ds: xr.Dataset, path) -> Path:
 
 def plot_hysteresis(ds: xr.Dataset, path) -> Path:
     """Plot the hysteresis loop (global-mean Ts and ice edge against S0, both branches) to a PNG file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for b, style in (("down", "-o"), ("up", "-s")):
         ax[0].plot(ds.S0, ds.global_mean_Ts.sel(branch=b), style, ms=2.5, label=f"S0 {b}")
@@ -336,17 +323,17 @@ def ebm_forward(model: DiffusiveEBM, names, *, targets=("Ts", "OLR"), years: flo
     def forward(theta):
         m = model.with_params(**{n: theta[i] * scales[i] for i, n in enumerate(names)})
         if seasonal:
-            traj = rollout(m.process(), SemiImplicitEuler(), state, dt=dt, n_steps=n_steps, save_every=per_month)
+            traj = rollout(m, m.default_stepper(), state, dt=dt, n_steps=n_steps, save_every=per_month)
             T_last_year = traj.states.Ts[-12:]
         else:
-            traj = rollout(m.process(), SemiImplicitEuler(), state, dt=dt, n_steps=n_steps, save_every=n_steps)
+            traj = rollout(m, m.default_stepper(), state, dt=dt, n_steps=n_steps, save_every=n_steps)
         T = traj.final.Ts
         out = []
         for tgt in targets:
             if tgt == "Ts":
                 out.append(T)
             elif tgt == "OLR":
-                out.append(m.radiation().fluxes(T, traj.t[-1])[1])
+                out.append(m.explicit.fluxes(T, traj.t[-1])[1])
             else:
                 out.append(T_last_year.ravel())
         return jnp.concatenate(out)
@@ -365,9 +352,6 @@ def calibrate_ebm(truth: DiffusiveEBM, names, *, first_guess: dict[str, float] |
     report: for each method the estimate, relative error, forward runs and gradient evaluations; and the
     identifiability analysis (Fisher information at the truth) for the chosen targets and for Ts alone.
     """
-    from nemic.train.calibration import (check_targets, ensemble_kalman_inversion, fit_gradient,
-                                         identifiability, misfit)
-
     names = list(names)
     key = jax.random.PRNGKey(0) if key is None else key
     noise = {"Ts": 0.3, "OLR": 1.0, "Ts_seasonal": 0.3, **(noise or {})}
@@ -437,11 +421,6 @@ def _ident_json(ident: dict[str, Any], scales: np.ndarray) -> dict[str, Any]:
 
 def plot_calibration(report: dict[str, Any], path) -> Path:
     """Plot the misfit history of each calibration method against forward runs to a PNG file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in report["methods"].items():
         h = np.asarray(r["history"])

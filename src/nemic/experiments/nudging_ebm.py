@@ -26,32 +26,38 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
+import xarray as xr
 
 from nemic.core.errors import ConfigError, check_int_at_least, check_positive
-from nemic.io.output import ensure_writable_dir, write_json, write_netcdf
+from nemic.io.output import ensure_writable_dir, save_figure, write_json, write_netcdf
 from nemic.core.process import AbstractProcess
 from nemic.core.rollout import simulate
 from nemic.core.steppers import SemiImplicitEuler
 from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM, EBMState, global_mean, ice_edge_latitude, \
     moist_ebm_process
-from nemic.models.ebm.model import latitude_grid
 from nemic.processes.nudging import Nudging, nudged_run, nudging_dataset
 
 DAY = 86400.0
 
 
 class FluxCorrection(AbstractProcess):
-    """A fixed heating profile ``flux / heat_capacity`` added to ``Ts`` [K s-1]; ``flux`` (num_lat,) in W m-2.
+    """A fixed heating profile ``heating`` (num_lat,) [K s-1] added to ``Ts``: a flux [W m-2] divided by the heat
+    capacity, computed once (:meth:`from_flux`), so the corrected model ``ebm + correction`` holds C only once.
 
     The flux adjustment of Sausen et al. (1988), Clim. Dyn. 2, 145-163.
     """
 
-    flux: jax.Array
-    heat_capacity: jax.Array
+    heating: jax.Array
+
+    @classmethod
+    def from_flux(cls, flux: Any, heat_capacity: Any) -> "FluxCorrection":
+        """The correction of a flux profile [W m-2] in a mixed layer of ``heat_capacity`` [J m-2 K-1]."""
+        return cls(heating=jnp.asarray(flux) / heat_capacity)
 
     def tendency(self, state: EBMState, t: Any, key: Any = None) -> EBMState:
-        return EBMState(Ts=self.flux / self.heat_capacity)
+        return EBMState(Ts=self.heating)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +99,7 @@ def run(cfg: NudgingEBMConfig = NudgingEBMConfig(), out: str | Path = "runs/nudg
 
     log(f"[2/4] dry EBM nudged toward the truth (tau = {cfg.tau_days:g} days)")
     nud = Nudging(truth, cfg.tau_days * DAY)
-    nrun = nudged_run(_Explicit(dry.process()), nud, SemiImplicitEuler(), s0, dt=dt, n_steps=n)
+    nrun = nudged_run(dry, nud, dry.default_stepper(), s0, dt=dt, n_steps=n)  # dry + nudging: IMEX
     write_netcdf(nudging_dataset(nrun, attrs={"title": "dry EBM nudged toward the moist EBM",
                                               "tau_seconds": cfg.tau_days * DAY}), out / "nudged_run.nc")
     tend = np.asarray(nrun.nudging_tendency.states.Ts)
@@ -101,13 +107,14 @@ def run(cfg: NudgingEBMConfig = NudgingEBMConfig(), out: str | Path = "runs/nudg
 
     log("[3/4] free runs of the dry EBM with and without the flux correction")
     eq = {"truth": np.asarray(truth_eq)}
-    for name, extra in (("uncorrected", None), ("flux_corrected", FluxCorrection(flux, dry.heat_capacity))):
-        tr = simulate(dry.process(extra), SemiImplicitEuler(), s0, dt=dt, n_steps=n_free, save_every=n_free)
+    corrected = dry + FluxCorrection.from_flux(flux, dry.heat_capacity)  # an ImplicitExplicit like dry itself
+    for name, model in (("uncorrected", dry), ("flux_corrected", corrected)):
+        tr = simulate(model, SemiImplicitEuler(), s0, dt=dt, n_steps=n_free, save_every=n_free)
         eq[name] = np.asarray(tr.final.Ts)
 
     log("[4/4] metrics and plots")
     w = np.asarray(dry.weights)
-    lat = latitude_grid(cfg.num_lat, "lat")["lat"]
+    lat = dry.grid.lat
     metrics: dict[str, Any] = {"config": dataclasses.asdict(cfg), "models": {}}
     for name in ("uncorrected", "flux_corrected"):
         d = eq[name] - eq["truth"]
@@ -122,8 +129,6 @@ def run(cfg: NudgingEBMConfig = NudgingEBMConfig(), out: str | Path = "runs/nudg
                         "ice_edge": float(ice_edge_latitude(jnp.asarray(eq["truth"]), lat, dry.Tf))}
     metrics["flux_correction_W_m2"] = {"min": float(flux.min()), "max": float(flux.max()),
                                        "global_mean": float(global_mean(flux, dry.weights))}
-    import xarray as xr
-
     ds = xr.Dataset({k: ("lat", v, {"units": "degC", "long_name": f"equilibrium Ts, {k}"}) for k, v in eq.items()},
                     coords={"lat": ("lat", np.asarray(lat), {"units": "degrees_north", "standard_name": "latitude"})})
     ds["flux_correction"] = ("lat", np.asarray(flux), {"units": "W m-2", "long_name": "flux correction"})
@@ -135,28 +140,7 @@ def run(cfg: NudgingEBMConfig = NudgingEBMConfig(), out: str | Path = "runs/nudg
     return metrics
 
 
-class _Explicit(AbstractProcess):
-    """Wraps an IMEX model so that ``model + nudging`` keeps the implicit part (nudging joins the explicit part)."""
-
-    imex: Any
-
-    def tendency(self, state, t, key=None):
-        return self.imex.tendency(state, t)
-
-    def __add__(self, other):
-        from nemic.core.process import ImplicitExplicit
-
-        return ImplicitExplicit(explicit=self.imex.explicit + other, implicit=self.imex.implicit)
-
-
 def _plot(out: Path, lat, eq, flux) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from nemic.io.output import save_figure
-
     fig, axs = plt.subplots(1, 2, figsize=(10, 4))
     for name, style in (("truth", "k-"), ("uncorrected", "C7--"), ("flux_corrected", "C2-.")):
         axs[0].plot(lat, eq[name], style, label=name)

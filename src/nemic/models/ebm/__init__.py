@@ -23,6 +23,7 @@ from nemic.models.ebm.model import (
     DiffusiveEBM,
     EBMRadiation,
     EBMState,
+    LatitudeGrid,
     MeridionalDiffusion,
     global_mean,
     heat_transport,
@@ -32,7 +33,7 @@ from nemic.models.ebm.model import (
 )
 
 __all__ = [
-    "PRESENT_ORBIT", "SECONDS_PER_YEAR", "DiffusiveEBM", "EBMRadiation", "EBMState", "MeridionalDiffusion",
+    "PRESENT_ORBIT", "SECONDS_PER_YEAR", "DiffusiveEBM", "EBMRadiation", "EBMState", "LatitudeGrid", "MeridionalDiffusion",
     "annual_mean_insolation", "daily_insolation", "global_mean", "heat_transport", "ice_albedo",
     "ice_edge_latitude", "latitude_grid", "legendre_p2", "p2_insolation", "solar_longitude", "MoistDiffusion",
     "moist_ebm_process", "moist_static_energy_temperature", "saturation_specific_humidity",

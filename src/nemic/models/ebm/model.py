@@ -10,208 +10,77 @@ radiation (Budyko 1969), F_CO2 = 5.35 ln(C/C0) W m-2 the CO2 forcing (Myhre et a
 doi:10.1029/98GL01908) and D [W m-2 K-1] the diffusivity of the meridional heat transport on the unit sphere.
 Parameter names and defaults are those of climlab's ``EBM`` (Rose 2018, doi:10.21105/joss.00659).
 
+The model *is* its right-hand side: :class:`DiffusiveEBM` is an
+:class:`~nemic.core.process.ImplicitExplicit` process whose explicit part is the radiation
+(:class:`~nemic.models.ebm.physics.EBMRadiation`) and whose implicit part is the diffusion
+(:class:`~nemic.models.ebm.physics.MeridionalDiffusion`). So ``ebm + nudging + correction`` composes with ``+``
+into an implicit-explicit process (the added terms join the explicit part) that
+:class:`~nemic.core.steppers.SemiImplicitEuler`, IMEX-SIL3 or ARS(2,2,2) step with no special code, and
+:func:`nemic.core.rollout.simulate` runs it. Each parameter is held once, in one of the two parts.
+
 Numerics. The latitude axis is divided into ``num_lat`` cells whose edges are equally spaced in x (``grid="sin"``,
 equal-area cells) or in latitude (``grid="lat"``, climlab's grid). The diffusion is written in flux form on the cell
 edges (a finite-volume discretisation), with zero flux at the poles, so the area-weighted sum of the diffusive
 tendency vanishes to round-off. It is treated implicitly (a tridiagonal solve, O(num_lat)) and the radiation
-explicitly: :class:`~nemic.core.steppers.SemiImplicitEuler`, the scheme climlab uses as well.
+explicitly: :class:`~nemic.core.steppers.SemiImplicitEuler` (the default stepper) is the scheme climlab uses.
 
 Units: SI, except temperatures in degC (the A + B T law is defined in degC) and latitudes in degrees.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nemic.core.errors import ConfigError, check_int_at_least, is_concrete
-from nemic.core.process import AbstractImplicitProcess, AbstractProcess, ImplicitExplicit
-from nemic.core.rollout import Trajectory, rollout
-from nemic.core.state import AbstractState
+from nemic.core.errors import ConfigError, is_concrete
+from nemic.core.model import AbstractModel
+from nemic.core.process import ImplicitExplicit
 from nemic.core.steppers import SemiImplicitEuler
-from nemic.models.ebm.insolation import (
-    DAYS_PER_YEAR,
-    PRESENT_ORBIT,
-    annual_mean_insolation,
-    daily_insolation,
-    legendre_p2,
-    p2_insolation,
+from nemic.models.ebm.insolation import PRESENT_ORBIT, legendre_p2
+from nemic.models.ebm.physics import (  # noqa: F401  (re-exported: the model's pieces)
+    CO2_FORCING_COEFF,
+    CP_WATER,
+    EARTH_RADIUS,
+    GRIDS,
+    INSOLATIONS,
+    RADIATION_PARAMS,
+    RHO_WATER,
+    SECONDS_PER_DAY,
+    SECONDS_PER_YEAR,
+    EBMRadiation,
+    EBMState,
+    LatitudeGrid,
+    MeridionalDiffusion,
+    _diffusion_coefficients,
+    ice_albedo,
+    latitude_grid,
 )
-
-#: physical constants (climlab's values)
-RHO_WATER = 1000.0  # kg m-3
-CP_WATER = 4181.3  # J kg-1 K-1
-EARTH_RADIUS = 6.373e6  # m
-SECONDS_PER_DAY = 86400.0
-SECONDS_PER_YEAR = SECONDS_PER_DAY * DAYS_PER_YEAR
-CO2_FORCING_COEFF = 5.35  # W m-2 per ln(C/C0), Myhre et al. (1998)
-
-GRIDS = ("sin", "lat")
-INSOLATIONS = ("p2", "annual", "daily")
-
-
-class EBMState(AbstractState):
-    """State of the diffusive EBM: zonal-mean surface temperature ``Ts`` [degC], shape (num_lat,)."""
-
-    Ts: jax.Array
-
-    cf: ClassVar[dict[str, dict]] = {
-        "Ts": {"dims": ("lat",), "units": "degC", "long_name": "zonal-mean surface temperature",
-               "standard_name": "surface_temperature"},
-    }
-    time_units: ClassVar[str] = "s"
-
-
-@functools.lru_cache(maxsize=64)
-def latitude_grid(num_lat: int, grid: str = "sin") -> dict[str, np.ndarray]:
-    """Cell edges and centres of the latitude grid (NumPy, float64).
-
-    Returns a dict with ``x_edges`` (num_lat+1,), ``x`` (num_lat,) = sin(latitude) of the cell centres,
-    ``lat`` (num_lat,) [deg], ``lat_edges`` (num_lat+1,) [deg], and ``weights`` (num_lat,) = cell widths in x
-    (the area of a cell divided by 2 pi a^2; they sum to 2).
-    """
-    check_int_at_least("num_lat", num_lat, 2)
-    if grid == "sin":
-        xe = np.linspace(-1.0, 1.0, num_lat + 1)
-        x = 0.5 * (xe[1:] + xe[:-1])
-        lat_e = np.rad2deg(np.arcsin(xe))
-        lat = np.rad2deg(np.arcsin(x))
-    elif grid == "lat":
-        lat_e = np.linspace(-90.0, 90.0, num_lat + 1)
-        lat = 0.5 * (lat_e[1:] + lat_e[:-1])
-        xe = np.sin(np.deg2rad(lat_e))
-        xe[0], xe[-1] = -1.0, 1.0
-        x = np.sin(np.deg2rad(lat))
-    else:
-        raise ConfigError(f"grid must be one of {GRIDS}, got {grid!r}")
-    return {"x_edges": xe, "x": x, "lat": lat, "lat_edges": lat_e, "weights": np.diff(xe)}
-
-
-def _diffusion_coefficients(num_lat: int, grid: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sub- and super-diagonal coefficients of the unit-sphere operator d/dx[(1-x^2) d/dx] (flux form).
-
-    ``L T_i = lower_i (T_{i-1} - T_i) + upper_i (T_{i+1} - T_i)``, with
-    ``g_k = (1 - x_k^2)/(x_{c,k} - x_{c,k-1})`` on interior edges, zero on the polar edges.
-    """
-    g = latitude_grid(num_lat, grid)
-    xe, x, w = g["x_edges"], g["x"], g["weights"]
-    ge = np.zeros(num_lat + 1)
-    ge[1:-1] = (1.0 - xe[1:-1] ** 2) / np.diff(x)
-    return ge[:-1] / w, ge[1:] / w
-
-
-class MeridionalDiffusion(AbstractImplicitProcess):
-    """Diffusive meridional heat transport ``(D/C) d/dx[(1-x^2) dT/dx]`` [K s-1] in flux form.
-
-    ``implicit_solve`` solves ``(I - eta L) T = rhs`` with ``jax.lax.linalg.tridiagonal_solve`` (O(num_lat)).
-    The operator conserves the area integral of the heat content exactly (zero flux through the poles).
-    Reference: North (1975), doi:10.1175/1520-0469(1975)032<2033:TOEBCM>2.0.CO;2.
-
-    Attributes:
-        D: diffusivity [W m-2 K-1]; heat_capacity: C [J m-2 K-1]; num_lat, grid: static grid description.
-    """
-
-    D: jax.Array
-    heat_capacity: jax.Array
-    num_lat: int = eqx.field(static=True)
-    grid: str = eqx.field(static=True, default="sin")
-
-    def _coeffs(self):
-        lo, up = _diffusion_coefficients(self.num_lat, self.grid)
-        k = self.D / self.heat_capacity
-        return k * jnp.asarray(lo), k * jnp.asarray(up)
-
-    def tendency(self, state: EBMState, t: Any, key: Any = None) -> EBMState:
-        T = state.Ts
-        lo, up = self._coeffs()
-        dT = jnp.diff(T)
-        left = jnp.concatenate([jnp.zeros(1, T.dtype), dT])  # T_i - T_{i-1}
-        right = jnp.concatenate([dT, jnp.zeros(1, T.dtype)])  # T_{i+1} - T_i
-        return EBMState(Ts=up * right - lo * left)
-
-    def implicit_solve(self, rhs: EBMState, t: Any, eta: Any) -> EBMState:
-        lo, up = self._coeffs()
-        dl = (-eta * lo).at[0].set(0.0)
-        du = (-eta * up).at[-1].set(0.0)
-        d = 1.0 + eta * (lo + up)
-        x = jax.lax.linalg.tridiagonal_solve(dl, d, du, rhs.Ts[:, None])[:, 0]
-        return EBMState(Ts=x)
-
-
-def ice_albedo(T, x, a0, a2, ai, Tf, width):
-    """Planetary albedo: ``a0 + a2 P2(x)`` on ice-free cells, ``ai`` on ice, a tanh transition around ``Tf``.
-
-    ``alpha = ai + (a0 + a2 P2(x) - ai) * (1 + tanh((T - Tf)/width))/2``; ``width = 0`` gives the step function
-    of North (1975) and climlab (ice where T <= Tf). T, x: shape (num_lat,); temperatures in degC.
-    """
-    warm = a0 + a2 * legendre_p2(x)
-    safe = jnp.where(width > 0, width, 1.0)
-    smooth = ai + (warm - ai) * 0.5 * (1.0 + jnp.tanh((T - Tf) / safe))
-    step = jnp.where(T > Tf, warm, ai)
-    return jnp.where(width > 0, smooth, step)
-
-
-class EBMRadiation(AbstractProcess):
-    """Explicit radiative tendency ``[Q (1 - alpha) - (A + B T) + 5.35 ln(co2_ratio)] / C`` [K s-1].
-
-    ``insolation`` holds a fixed (num_lat,) profile [W m-2] for the annual-mean modes; in the ``daily`` mode it is
-    ``None`` and the daily-mean insolation of the Kepler orbit (Berger 1978) is computed at model time t [s]
-    (day 0 = 1 January).
-    """
-
-    S0: jax.Array
-    A: jax.Array
-    B: jax.Array
-    a0: jax.Array
-    a2: jax.Array
-    ai: jax.Array
-    Tf: jax.Array
-    albedo_width: jax.Array
-    co2_ratio: jax.Array
-    heat_capacity: jax.Array
-    ecc: jax.Array
-    obliquity: jax.Array
-    long_peri: jax.Array
-    insolation: jax.Array | None
-    num_lat: int = eqx.field(static=True)
-    grid: str = eqx.field(static=True, default="sin")
-
-    def insolation_at(self, t):
-        """Insolation [W m-2] at model time ``t`` [s], shape (num_lat,)."""
-        if self.insolation is not None:
-            return self.insolation
-        lat = jnp.asarray(latitude_grid(self.num_lat, self.grid)["lat"])
-        day = jnp.mod(t / SECONDS_PER_DAY, DAYS_PER_YEAR)
-        return daily_insolation(lat, day, self.S0, self.ecc, self.obliquity, self.long_peri)
-
-    def fluxes(self, T, t):
-        """(ASR, OLR, albedo, insolation), each shape (num_lat,), W m-2 (albedo dimensionless)."""
-        x = jnp.asarray(latitude_grid(self.num_lat, self.grid)["x"])
-        Q = self.insolation_at(t)
-        alpha = ice_albedo(T, x, self.a0, self.a2, self.ai, self.Tf, self.albedo_width)
-        olr = self.A + self.B * T - CO2_FORCING_COEFF * jnp.log(self.co2_ratio)
-        return Q * (1.0 - alpha), olr, alpha, Q
-
-    def tendency(self, state: EBMState, t: Any, key: Any = None) -> EBMState:
-        asr, olr, _, _ = self.fluxes(state.Ts, t)
-        return EBMState(Ts=(asr - olr) / self.heat_capacity)
-
 
 _FLOAT_PARAMS = ("S0", "s2", "A", "B", "D", "a0", "a2", "ai", "Tf", "water_depth", "albedo_width", "co2_ratio",
                  "ecc", "obliquity", "long_peri")
 
 
-class DiffusiveEBM(eqx.Module):
+def _radiation_param(name: str, doc: str) -> property:
+    return property(lambda self: getattr(self.explicit, name), doc=f"{doc} (held by the radiation part).")
+
+
+def _as_param(v: Any) -> jax.Array:
+    return v if isinstance(v, jax.Array) and not is_concrete(v) else jnp.asarray(v, float)
+
+
+class DiffusiveEBM(ImplicitExplicit, AbstractModel):
     """North's diffusive energy balance model with climlab's parameter names and defaults.
 
-    All physical parameters are scalar array fields (``jax.grad`` reaches them; ``vmap`` over them builds
-    ensembles); ``num_lat``, ``grid`` and ``insolation_type`` are static.
+    An implicit-explicit process: ``explicit`` is the :class:`EBMRadiation`, ``implicit`` the
+    :class:`MeridionalDiffusion`. All physical parameters are scalar array leaves (``jax.grad`` reaches them;
+    ``vmap`` over them builds ensembles), each stored once: the radiation holds every parameter but D, the diffusion
+    holds D / C; ``model.D`` and the other names are read-only views. ``num_lat``, ``grid`` and
+    ``insolation_type`` are static. Change parameters with :meth:`with_params`.
 
     Args:
         num_lat: number of latitude cells (>= 2). grid: ``"sin"`` (equal-area) or ``"lat"`` (climlab's grid).
@@ -222,62 +91,82 @@ class DiffusiveEBM(eqx.Module):
             co2_ratio: C/C0 (forcing 5.35 ln(C/C0) W m-2). ecc, obliquity [deg], long_peri [deg]: the orbit.
     """
 
-    S0: jax.Array
-    s2: jax.Array
-    A: jax.Array
-    B: jax.Array
-    D: jax.Array
-    a0: jax.Array
-    a2: jax.Array
-    ai: jax.Array
-    Tf: jax.Array
-    water_depth: jax.Array
-    albedo_width: jax.Array
-    co2_ratio: jax.Array
-    ecc: jax.Array
-    obliquity: jax.Array
-    long_peri: jax.Array
-    num_lat: int = eqx.field(static=True)
-    grid: str = eqx.field(static=True)
-    insolation_type: str = eqx.field(static=True)
+    explicit: EBMRadiation
+    implicit: MeridionalDiffusion
 
     def __init__(self, num_lat: int = 90, *, grid: str = "sin", insolation_type: str = "p2", S0=1365.2,
                  s2=-0.48, A=210.0, B=2.0, D=0.555, a0=0.3, a2=0.078, ai=0.62, Tf=-10.0, water_depth=10.0,
                  albedo_width=0.0, co2_ratio=1.0, ecc=PRESENT_ORBIT["ecc"], obliquity=PRESENT_ORBIT["obliquity"],
                  long_peri=PRESENT_ORBIT["long_peri"]):
-        check_int_at_least("num_lat", num_lat, 2)
-        if grid not in GRIDS:
-            raise ConfigError(f"grid must be one of {GRIDS}, got {grid!r}")
+        g = grid if isinstance(grid, LatitudeGrid) else LatitudeGrid(int(num_lat), grid)
+        if g.num_lat != num_lat:
+            raise ConfigError(f"num_lat={num_lat} does not match the grid's {g.num_lat} cells")
         if insolation_type not in INSOLATIONS:
             raise ConfigError(f"insolation_type must be one of {INSOLATIONS}, got {insolation_type!r}")
-        self.num_lat, self.grid, self.insolation_type = int(num_lat), grid, insolation_type
-        values = dict(S0=S0, s2=s2, A=A, B=B, D=D, a0=a0, a2=a2, ai=ai, Tf=Tf, water_depth=water_depth,
+        values = dict(S0=S0, s2=s2, A=A, B=B, a0=a0, a2=a2, ai=ai, Tf=Tf, water_depth=water_depth,
                       albedo_width=albedo_width, co2_ratio=co2_ratio, ecc=ecc, obliquity=obliquity,
                       long_peri=long_peri)
-        for k, v in values.items():
-            setattr(self, k, v if isinstance(v, jax.Array) and not is_concrete(v) else jnp.asarray(v, float))
+        self.explicit = EBMRadiation(**{k: _as_param(v) for k, v in values.items()}, grid=g,
+                                     insolation_type=insolation_type)
+        self.implicit = MeridionalDiffusion.from_diffusivity(_as_param(D), self.explicit.heat_capacity, g)
         validate_parameters(self)
 
-    # --- grid -----------------------------------------------------------------------------------------------
-    @property
-    def x(self) -> jax.Array:
-        """sin(latitude) of the cell centres, shape (num_lat,)."""
-        return jnp.asarray(latitude_grid(self.num_lat, self.grid)["x"])
+    # --- parameters (views of the leaves; each parameter is stored once) --------------------------------------
+    S0 = _radiation_param("S0", "Solar constant [W m-2]")
+    s2 = _radiation_param("s2", "P2 coefficient of the insolation fit")
+    A = _radiation_param("A", "OLR at 0 degC [W m-2]")
+    B = _radiation_param("B", "OLR slope [W m-2 K-1]")
+    a0 = _radiation_param("a0", "Ice-free albedo, P0 term")
+    a2 = _radiation_param("a2", "Ice-free albedo, P2 term")
+    ai = _radiation_param("ai", "Ice albedo")
+    Tf = _radiation_param("Tf", "Freezing temperature of the albedo law [degC]")
+    water_depth = _radiation_param("water_depth", "Mixed-layer depth [m]")
+    albedo_width = _radiation_param("albedo_width", "Half-width of the ice-albedo transition [K]")
+    co2_ratio = _radiation_param("co2_ratio", "CO2 concentration relative to the reference C/C0")
+    ecc = _radiation_param("ecc", "Orbital eccentricity")
+    obliquity = _radiation_param("obliquity", "Obliquity [deg]")
+    long_peri = _radiation_param("long_peri", "Longitude of perihelion [deg]")
 
     @property
-    def lat(self) -> jax.Array:
-        """Latitude of the cell centres [deg], shape (num_lat,)."""
-        return jnp.asarray(latitude_grid(self.num_lat, self.grid)["lat"])
-
-    @property
-    def weights(self) -> jax.Array:
-        """Area weights (cell widths in x, summing to 2), shape (num_lat,)."""
-        return jnp.asarray(latitude_grid(self.num_lat, self.grid)["weights"])
+    def D(self) -> jax.Array:
+        """Diffusivity [W m-2 K-1]: ``D_over_C * C`` (the diffusion part holds D / C)."""
+        return self.implicit.D_over_C * self.heat_capacity
 
     @property
     def heat_capacity(self) -> jax.Array:
         """Mixed-layer heat capacity ``water_depth * rho_w * c_w`` [J m-2 K-1]."""
-        return self.water_depth * RHO_WATER * CP_WATER
+        return self.explicit.heat_capacity
+
+    # --- grid -----------------------------------------------------------------------------------------------
+    @property
+    def grid(self) -> LatitudeGrid:
+        """The static :class:`LatitudeGrid` (``str(grid)`` is its kind, ``"sin"`` or ``"lat"``)."""
+        return self.explicit.grid
+
+    @property
+    def num_lat(self) -> int:
+        """Number of latitude cells (static)."""
+        return self.explicit.grid.num_lat
+
+    @property
+    def insolation_type(self) -> str:
+        """``"p2"``, ``"annual"`` or ``"daily"`` (static)."""
+        return self.explicit.insolation_type
+
+    @property
+    def x(self) -> jax.Array:
+        """sin(latitude) of the cell centres, shape (num_lat,)."""
+        return jnp.asarray(self.grid.x)
+
+    @property
+    def lat(self) -> jax.Array:
+        """Latitude of the cell centres [deg], shape (num_lat,)."""
+        return jnp.asarray(self.grid.lat)
+
+    @property
+    def weights(self) -> jax.Array:
+        """Area weights (cell widths in x, summing to 2), shape (num_lat,)."""
+        return jnp.asarray(self.grid.weights)
 
     @property
     def default_timestep(self) -> float:
@@ -285,70 +174,65 @@ class DiffusiveEBM(eqx.Module):
         return SECONDS_PER_YEAR / 90.0
 
     def with_params(self, **values) -> "DiffusiveEBM":
-        """A copy with some physical parameters replaced (works under jit/vmap/grad; validated if concrete)."""
+        """A copy with some physical parameters replaced (works under jit/vmap/grad; validated if concrete).
+
+        D is kept when only ``water_depth`` changes (the diffusion's D / C is recomputed)."""
         unknown = set(values) - set(_FLOAT_PARAMS)
         if unknown:
             raise ConfigError(f"unknown EBM parameter(s) {sorted(unknown)}; known: {list(_FLOAT_PARAMS)}")
-        names = list(values)
-        new = eqx.tree_at(lambda m: [getattr(m, k) for k in names], self,
-                          [jnp.asarray(values[k], float) for k in names])
+        new = self
+        rad = [k for k in values if k in RADIATION_PARAMS]
+        if rad:
+            new = eqx.tree_at(lambda m: [getattr(m.explicit, k) for k in rad], new,
+                              [jnp.asarray(values[k], float) for k in rad])
+        if "D" in values or "water_depth" in values:
+            D = jnp.asarray(values["D"], float) if "D" in values else self.D
+            new = eqx.tree_at(lambda m: m.implicit.D_over_C, new, D / new.heat_capacity)
         validate_parameters(new)
         return new
 
-    # --- processes ------------------------------------------------------------------------------------------
-    def insolation_profile(self) -> jax.Array | None:
-        """Fixed insolation (num_lat,) [W m-2] for the annual-mean modes, ``None`` in the daily mode."""
-        if self.insolation_type == "p2":
-            return p2_insolation(self.x, self.S0, self.s2)
-        if self.insolation_type == "annual":
-            return annual_mean_insolation(self.lat, self.S0, self.ecc, self.obliquity, self.long_peri)
-        return None
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments as plain numbers and strings (for dataset attributes; see ``to_attrs``)."""
+        out: dict[str, Any] = {"num_lat": self.num_lat, "grid": self.grid.kind,
+                               "insolation_type": self.insolation_type}
+        out.update({k: float(np.asarray(getattr(self, k))) for k in _FLOAT_PARAMS})
+        return out
 
+    # --- the model API ----------------------------------------------------------------------------------------
     def radiation(self) -> EBMRadiation:
-        """The explicit radiative process."""
-        return EBMRadiation(S0=self.S0, A=self.A, B=self.B, a0=self.a0, a2=self.a2, ai=self.ai, Tf=self.Tf,
-                            albedo_width=self.albedo_width, co2_ratio=self.co2_ratio,
-                            heat_capacity=self.heat_capacity, ecc=self.ecc, obliquity=self.obliquity,
-                            long_peri=self.long_peri, insolation=self.insolation_profile(),
-                            num_lat=self.num_lat, grid=self.grid)
+        """The explicit radiative part (the same object as ``self.explicit``)."""
+        return self.explicit
 
     def diffusion(self) -> MeridionalDiffusion:
-        """The implicit diffusive heat transport."""
-        return MeridionalDiffusion(D=self.D, heat_capacity=self.heat_capacity, num_lat=self.num_lat,
-                                   grid=self.grid)
+        """The implicit diffusive heat transport (the same object as ``self.implicit``)."""
+        return self.implicit
 
-    def process(self, extra: AbstractProcess | None = None) -> ImplicitExplicit:
-        """The model as an IMEX process: radiation (+ ``extra``, e.g. a neural correction) explicit, diffusion
-        implicit. Step it with :class:`~nemic.core.steppers.SemiImplicitEuler`."""
-        explicit = self.radiation() if extra is None else self.radiation() + extra
-        return ImplicitExplicit(explicit=explicit, implicit=self.diffusion())
+    def process(self) -> "DiffusiveEBM":
+        """Deprecated: the model is itself the implicit-explicit process (add terms to it with ``+``)."""
+        return self
 
-    # --- states and runs ------------------------------------------------------------------------------------
-    def initial_state(self, Ts=None) -> EBMState:
-        """climlab's initial condition ``12 - 40 P2(x)`` [degC], or the given (num_lat,) profile."""
+    def default_stepper(self) -> SemiImplicitEuler:
+        """Semi-implicit Euler (radiation forward, diffusion backward), as climlab."""
+        return SemiImplicitEuler()
+
+    def check_state(self, state: Any) -> None:
+        """One-line :class:`~nemic.core.errors.DataError` unless ``state`` is an :class:`EBMState` on this grid."""
+        self.grid.check_state(state)
+
+    def initial_state(self, key: Any = None, *, Ts: Any = None) -> EBMState:
+        """climlab's initial condition ``12 - 40 P2(x)`` [degC], or the given (num_lat,) profile ``Ts``.
+
+        The EBM's initial state is deterministic: ``key`` is accepted (the model API) and ignored.
+        """
+        if key is not None and not _is_prng_key(key):
+            raise ConfigError("DiffusiveEBM.initial_state(key=None, *, Ts=None): the first argument is a random "
+                              "key; pass a temperature profile as Ts=...")
         if Ts is None:
             Ts = 12.0 - 40.0 * legendre_p2(self.x)
         Ts = jnp.asarray(Ts, float)
         if Ts.shape != (self.num_lat,):
             raise ConfigError(f"Ts must have shape ({self.num_lat},), got {Ts.shape}")
         return EBMState(Ts=Ts)
-
-    def integrate(self, state: EBMState | None = None, *, years: float = 1.0, dt: float | None = None,
-                  save_every: int | None = None, t0: float = 0.0, checkpoint: bool = False,
-                  extra: AbstractProcess | None = None) -> Trajectory:
-        """Integrate for ``years`` with timestep ``dt`` [s] (default a 90th of a year), semi-implicit Euler.
-
-        Returns a :class:`~nemic.core.rollout.Trajectory` (times in s), saving every ``save_every`` steps
-        (default: only the initial and final states). Pure: jit, vmap and grad through it.
-        """
-        state = self.initial_state() if state is None else state
-        dt = self.default_timestep if dt is None else dt
-        n_steps = int(round(years * SECONDS_PER_YEAR / dt))
-        if n_steps < 1:
-            raise ConfigError(f"years={years} is shorter than one timestep (dt={dt} s)")
-        save_every = n_steps if save_every is None else save_every
-        return rollout(self.process(extra), SemiImplicitEuler(), state, dt=dt, n_steps=n_steps, t0=t0,
-                       save_every=save_every, checkpoint=checkpoint)
 
     def steady_state(self, state: EBMState | None = None, *, tol: float = 1e-10, max_iter: int = 50
                      ) -> tuple[EBMState, dict[str, Any]]:
@@ -363,10 +247,9 @@ class DiffusiveEBM(eqx.Module):
         if self.insolation_type == "daily":
             raise ConfigError("steady_state needs an annual-mean insolation type ('p2' or 'annual')")
         state = self.initial_state() if state is None else state
-        proc = self.process()
 
         def F(T):
-            return proc.tendency(EBMState(Ts=T), 0.0).Ts * self.heat_capacity  # W m-2
+            return self.tendency(EBMState(Ts=T), 0.0).Ts * self.heat_capacity  # W m-2
 
         @jax.jit
         def newton(T):
@@ -390,11 +273,20 @@ class DiffusiveEBM(eqx.Module):
     def diagnostics(self, state: EBMState, t: Any = 0.0) -> dict[str, jax.Array]:
         """Diagnostics of a state: ASR, OLR, albedo, insolation (num_lat,), heat transport on the cell edges
         (num_lat+1,) [PW], global-mean temperature [degC], ice-edge latitude [deg] (northern hemisphere)."""
-        asr, olr, alpha, Q = self.radiation().fluxes(state.Ts, t)
+        asr, olr, alpha, Q = self.explicit.fluxes(state.Ts, t)
         return {"ASR": asr, "OLR": olr, "albedo": alpha, "insolation": Q,
                 "heat_transport": heat_transport(state.Ts, self.D, self.num_lat, self.grid),
                 "global_mean_Ts": global_mean(state.Ts, self.weights),
-                "ice_edge": ice_edge_latitude(state.Ts, latitude_grid(self.num_lat, self.grid)["lat"], self.Tf)}
+                "ice_edge": ice_edge_latitude(state.Ts, self.grid.lat, self.Tf)}
+
+
+def _is_prng_key(key: Any) -> bool:
+    dtype = getattr(key, "dtype", None)
+    if dtype is None:
+        return False
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return True
+    return dtype == jnp.uint32 and np.shape(key)[-1:] == (2,)
 
 
 def validate_parameters(m: DiffusiveEBM) -> None:
