@@ -15,7 +15,8 @@ from nemic.core.steppers import RK4  # noqa: E402
 from nemic.models.lorenz96 import Lorenz96, Lorenz96State, TwoScaleLorenz96  # noqa: E402
 from nemic.processes.guards import GuardedTendency, MahalanobisDetector, guard_report, moment_features  # noqa: E402
 from nemic.processes.neural import NeuralTendency  # noqa: E402
-from nemic.processes.nudging import Nudging, nudged_run, nudging_dataset  # noqa: E402
+from nemic.processes.nudging import Nudging, nudged_run  # noqa: E402
+from nemic.io.nudging import nudging_dataset  # noqa: E402
 from nemic.nn.mlp import LocalStencilMLP  # noqa: E402
 from nemic.train.offline import fit_offline  # noqa: E402
 

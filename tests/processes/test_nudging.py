@@ -15,7 +15,8 @@ from nemic.core.rollout import rollout, simulate
 from nemic.core.state import AbstractState
 from nemic.core.steppers import RK4
 from nemic.models.lorenz96 import Lorenz96, Lorenz96State, TwoScaleLorenz96State
-from nemic.processes.nudging import Nudging, nudged_run, nudging_dataset, spectral_lowpass
+from nemic.processes.nudging import Nudging, nudged_run, spectral_lowpass
+from nemic.io.nudging import nudging_dataset
 
 
 class Field2D(AbstractState):

@@ -6,7 +6,7 @@ Two entry points:
   With ``checkpoint=True`` the scan is split into blocks of about sqrt(n) steps, each wrapped in
   ``jax.checkpoint``, so reverse-mode memory grows like sqrt(n) instead of n (Griewank & Walther 2000,
   ACM TOMS 26, 19-45, doi:10.1145/347837.347846) at the price of one extra forward pass.
-* :func:`simulate` is the host-side driver for long runs of every model: it runs the pure rollout in segments,
+* :func:`nemic.core.simulate.simulate` is the host-side driver for long runs of every model: it runs the pure rollout in segments,
   reports progress through a callback (``nemic.io.progress`` turns that into a Rich bar), and when a state becomes NaN/inf it replays the bad segment step by step to name the exact step
   and variable, and raises :class:`~nemic.core.errors.BlowUpError` carrying the trajectory up to the last finite
   saved state (or returns that trajectory with ``on_blowup="truncate"``).
@@ -25,7 +25,6 @@ the bad block (``-1`` if none), so a jitted or differentiated rollout never prop
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import equinox as eqx
@@ -33,8 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nemic.core.errors import BlowUpError, ConfigError, DataError, check_dt, check_finite, is_concrete
+from nemic.core.errors import BlowUpError, ConfigError, DataError, is_concrete
+from nemic.core.checks import check_key, check_run_settings, check_state, check_tendency_structure
 from nemic.core.process import AbstractProcess, PyTree
+from nemic.core.scan import checkpointed_scan
 from nemic.core.steppers import AbstractStepper
 
 
@@ -97,49 +98,6 @@ class RolloutCarry(eqx.Module):
     step: jax.Array
 
 
-def _levels(checkpoint: bool | int) -> int:
-    if isinstance(checkpoint, bool) or checkpoint is None:
-        return int(bool(checkpoint))
-    if not isinstance(checkpoint, (int, np.integer)) or checkpoint < 0:
-        raise ConfigError(f"checkpoint must be a bool or a number of nesting levels >= 0, got {checkpoint!r}")
-    return int(checkpoint)
-
-
-def checkpointed_scan(
-    body: Callable[[Any], tuple[Any, Any]], carry: Any, length: int, checkpoint: bool | int = False
-) -> tuple[Any, Any]:
-    """``lax.scan`` of ``carry -> (carry, output)`` for ``length`` iterations, with nested checkpointing.
-
-    ``checkpoint`` is the number of nesting levels ``L`` (``True`` = 1). With ``L`` levels the iterations are
-    grouped into about ``length**(1/(L+1))`` blocks per level, each a ``jax.checkpoint``-ed inner scan, so the
-    backward pass stores about ``(L+1) length**(1/(L+1))`` carries and recomputes each step ``L`` times
-    (Griewank & Walther 2000, ACM TOMS 26, 19-45, doi:10.1145/347837.347846): one level for ~10^3 steps, two or
-    three for windows of 10^4-10^5 steps. Outputs are stacked along a leading axis of size ``length`` exactly as
-    ``lax.scan`` would.
-    """
-    if length < 0:
-        raise ConfigError(f"scan length must be >= 0, got {length}")
-    levels = _levels(checkpoint)
-    f = lambda c, _: body(c)  # noqa: E731
-    if levels == 0 or length <= 2:
-        return jax.lax.scan(f, carry, None, length=length)
-    # block length m ~ length**(levels/(levels+1)): the outer scan has ~length**(1/(levels+1)) blocks and each
-    # block is itself a checkpointed scan with one level fewer
-    m = max(1, min(length, int(math.ceil(length ** (levels / (levels + 1)) - 1e-9))))
-    q, r = divmod(length, m)
-
-    def block(n):
-        # one rematerialised block: its forward is recomputed in the backward pass
-        return jax.checkpoint(lambda c, _: checkpointed_scan(body, c, n, levels - 1))
-
-    carry, ys = jax.lax.scan(block(m), carry, None, length=q)
-    ys = jax.tree_util.tree_map(lambda y: y.reshape((q * m,) + y.shape[2:]), ys)
-    if r:
-        carry, ys_r = block(r)(carry, None)
-        ys = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ys, ys_r)
-    return carry, ys
-
-
 def all_finite(tree: PyTree) -> jax.Array:
     """Scalar bool: every floating leaf of ``tree`` is finite."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
@@ -149,86 +107,6 @@ def all_finite(tree: PyTree) -> jax.Array:
 
 def _tree_where(pred, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
-
-
-def check_state(process: AbstractProcess, state: Any, name: str = "initial state") -> None:
-    """One-line errors for a state that cannot be stepped: not a pytree of float arrays, NaN/inf, or (when the
-    process or its core defines ``check_state``) a shape the model rejects."""
-    leaves = jax.tree_util.tree_leaves(state)
-    if not leaves:
-        raise DataError(f"{name} is empty: expected the model's state pytree (e.g. model.initial_state(key))")
-    for leaf in leaves:
-        if isinstance(leaf, jax.core.Tracer):
-            return
-        arr = np.asarray(leaf)
-        if arr.dtype.kind not in "fc":
-            raise DataError(f"{name} must hold floating-point arrays, got dtype {arr.dtype} "
-                            f"(build it with the model's state class, e.g. model.initial_state(key))")
-    check_finite(name, state)
-    core = getattr(process, "core", None) or getattr(getattr(process, "explicit", None), "core", None)
-    for p in (process, core, getattr(process, "explicit", None)):
-        if p is not None and hasattr(p, "check_state"):
-            p.check_state(state)
-            break
-
-
-def _shape_struct(tree: PyTree) -> tuple:
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((tuple(jnp.shape(x)), jnp.result_type(x).kind) for x in leaves)
-
-
-def check_tendency_structure(process: AbstractProcess, state: PyTree, t: Any = 0.0, key: Any = None) -> None:
-    """One-line :class:`DataError` naming the first term whose tendency's structure or shapes differ from the
-    state's (checked abstractly with ``jax.eval_shape``: nothing is computed)."""
-    from_sum = getattr(process, "terms", None)
-    explicit = getattr(process, "explicit", None)
-    terms = from_sum if from_sum is not None else (process,)
-    if explicit is not None:
-        terms = tuple(getattr(explicit, "terms", (explicit,))) + (process.implicit,)
-    want = _shape_struct(state)
-    for term in terms:
-        k = jax.random.key(0) if term.stochastic else None
-        got = jax.eval_shape(lambda s, p=term, k=k: p.bind_noise(p.init_noise(s, k) if k is not None else None)
-                             .tendency(s, t, k), state)
-        got_struct = (got_def, got_shapes) = (jax.tree_util.tree_structure(got),
-                                              tuple((tuple(x.shape), x.dtype.kind)
-                                                    for x in jax.tree_util.tree_leaves(got)))
-        if got_def != want[0] or got_shapes != want[1]:
-            raise DataError(
-                f"{type(term).__name__}.tendency returns {_describe(got_struct)} but the state is "
-                f"{_describe(want)}: a tendency must have the state's structure and shapes")
-
-
-def _describe(struct) -> str:
-    treedef, shapes = struct
-    return f"{treedef.num_leaves} array(s) of shape(s) {', '.join(str(s) for s, _ in shapes)}"
-
-
-def _validate(state0, dt, n_steps, save_every):
-    check_dt(dt)
-    if not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool) or n_steps < 0:
-        raise ConfigError(f"n_steps must be a non-negative integer, got {n_steps!r}")
-    if not isinstance(save_every, (int, np.integer)) or isinstance(save_every, bool) or save_every < 1:
-        raise ConfigError(f"save_every must be a positive integer, got {save_every!r}")
-    if n_steps % save_every:
-        raise ConfigError(f"n_steps ({n_steps}) must be a multiple of save_every ({save_every})")
-
-
-def _check_key(process, key):
-    if key is None and process.stochastic:
-        raise ConfigError(f"{type(process).__name__} is stochastic: pass key=jax.random.key(seed) to the rollout")
-    if key is not None and not (isinstance(key, jax.core.Tracer) or _is_key(key)):
-        raise ConfigError(f"key must be a jax.random key, got {type(key).__name__}")
-
-
-def _is_key(key) -> bool:
-    try:
-        arr = jnp.asarray(key) if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    except AttributeError:
-        return False
-    if jax.dtypes.issubdtype(arr.dtype, jax.dtypes.prng_key):
-        return arr.shape == ()
-    return arr.dtype == jnp.uint32 and arr.shape == (2,)
 
 
 def _run_keys(key: Any) -> tuple[Any, Any]:
@@ -289,9 +167,9 @@ def rollout(
         A :class:`Trajectory` with ``n_steps // save_every + 1`` saved states (the first is ``state0``).
     """
     if is_concrete((state0, dt)):
-        _validate(state0, dt, n_steps, save_every)
+        check_run_settings(state0, dt, n_steps, save_every)
         check_state(process, state0)
-    _check_key(process, key)
+    check_key(process, key)
     if not isinstance(process, AbstractProcess):
         raise ConfigError(f"rollout needs a process (a model), got {type(process).__name__}")
     if not isinstance(stepper, AbstractStepper):
@@ -468,9 +346,9 @@ def simulate(
     if progress is not None and not callable(progress):
         raise ConfigError("progress must be a callable progress(steps_done, total) or None "
                           "(nemic.io.progress.progress draws a bar)")
-    _validate(state0, dt, n_steps, save_every)
+    check_run_settings(state0, dt, n_steps, save_every)
     check_state(process, state0)
-    _check_key(process, key)
+    check_key(process, key)
     stepper = _default_stepper(process) if stepper is None else stepper
     n_saves = n_steps // save_every
     if segments is None:

@@ -39,7 +39,8 @@ from nemic.nn.mlp import LocalStencilMLP
 from nemic.processes.guards import GuardedTendency, MahalanobisDetector, guard_dataset, guard_report, \
     moment_features
 from nemic.processes.neural import NeuralTendency
-from nemic.processes.nudging import Nudging, nudged_run, nudging_dataset
+from nemic.processes.nudging import Nudging, nudged_run
+from nemic.io.nudging import nudging_dataset
 from nemic.train.checkpoint import save_module
 from nemic.train.offline import fit_offline
 from nemic.train.online import fit_online

@@ -102,14 +102,25 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename to ``path``, so an interrupted write never leaves a partial file."""
+    """Call ``write(tmp_path)`` then rename to ``path``, so an interrupted write never leaves a partial file.
+
+    The file's mode follows the umask (0644 under umask 022), not the 0600 of the temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

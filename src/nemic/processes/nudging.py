@@ -17,7 +17,7 @@ tendency then has no component above the cutoff, so those scales evolve freely.
 The tendencies of a run nudged toward a better reference are an estimate of the model's error: in the steady
 state of ``dx/dt = f(x) + e + N`` the nudging tendency balances the error (Watt-Meyer et al. 2021, GRL 48,
 e2021GL092555, doi:10.1029/2021GL092555; Bretherton et al. 2022, JAMES 14, e2021MS002794,
-doi:10.1029/2021MS002794). :func:`nudged_run` returns them as diagnostics, :func:`nudging_dataset` as a CF
+doi:10.1029/2021MS002794). :func:`nudged_run` returns them as diagnostics, :func:`nemic.io.nudging.nudging_dataset` as a CF
 dataset.
 
 Times outside the reference's time range: inside a compiled run the reference is held constant at its first or
@@ -38,7 +38,6 @@ import numpy as np
 from nemic.core.errors import ConfigError, DataError, check_finite, is_concrete
 from nemic.core.process import AbstractProcess, PyTree
 from nemic.core.rollout import Trajectory, simulate
-from nemic.core.state import AbstractState
 
 
 def _field_names(state: Any) -> list[str]:
@@ -285,12 +284,13 @@ class NudgedRun:
 
 
 def nudged_run(model: AbstractProcess, nudging: Nudging, stepper: Any, state0: Any, *, dt: float, n_steps: int,
-               t0: float = 0.0, save_every: int = 1, progress: bool | str = False) -> NudgedRun:
+               t0: float = 0.0, save_every: int = 1, progress: Any = None) -> NudgedRun:
     """Run ``model + nudging`` with :func:`~nemic.core.rollout.simulate` and record the nudging tendencies.
 
     The reference's time range is checked on the host first. The recorded diagnostic is the instantaneous nudging
     tendency ``nudging.tendency(x(t_i), t_i)`` at every saved time ``t_i`` (for ``save_every = 1`` with a small
-    dt this differs from the average over the step by O(dt)).
+    dt this differs from the average over the step by O(dt)). ``progress`` is a ``report(done, total)``
+    callback (:func:`nemic.io.progress.progress`) or None.
     """
     nudging.check_state(state0)
     nudging.check_covers(t0, t0 + n_steps * dt)
@@ -300,21 +300,4 @@ def nudged_run(model: AbstractProcess, nudging: Nudging, stepper: Any, state0: A
     return NudgedRun(traj, Trajectory(t=traj.t, states=tend, blowup_step=traj.blowup_step))
 
 
-def nudging_dataset(run: NudgedRun, attrs: Mapping[str, Any] | None = None):
-    """A CF dataset with the nudged state and its nudging tendencies (``<field>_nudging_tendency``)."""
-    from nemic.io.output import to_xarray
-
-    ds = to_xarray(run.trajectory, attrs=attrs)
-    tend = to_xarray(run.nudging_tendency)
-    states = run.trajectory.states
-    time_units = type(states).time_units if isinstance(states, AbstractState) else "1"
-    for name in list(tend.data_vars):
-        v = tend[name]
-        units = ds[name].attrs.get("units", "1") if name in ds else "1"
-        v.attrs = {"units": f"({units}) / ({time_units})" if units != "1" or time_units != "1" else "1",
-                   "long_name": f"nudging tendency of {ds[name].attrs.get('long_name', name) if name in ds else name}"}
-        ds[f"{name}_nudging_tendency"] = v
-    return ds
-
-
-__all__ = ["Nudging", "NudgedRun", "nudged_run", "nudging_dataset", "spectral_lowpass"]
+__all__ = ["Nudging", "NudgedRun", "nudged_run", "spectral_lowpass"]

@@ -2,7 +2,8 @@
 
 * :mod:`~nemic.metrics.minkowski.exact`: exact counts (jittable, batched), the reference for everything else.
 * :mod:`~nemic.metrics.minkowski.relaxed`: differentiable relaxation with a temperature (soft masks, t-norms).
-* :mod:`~nemic.metrics.minkowski.surrogate`: learned Lipschitz CNN surrogate with hard geometric constraints.
+* :mod:`~nemic.metrics.minkowski.surrogate`: the geometric constraints a learned surrogate must satisfy (the
+  network is :mod:`nemic.nn.minkowski_surrogate`, its fitting :mod:`nemic.train.surrogate`).
 * :mod:`~nemic.metrics.minkowski.loss`: :class:`MinkowskiLoss` combining them into a training loss.
 
 Reference: Quarenghi, Cotsakis & Beucler (2026), "Emulating non-differentiable metrics via knowledge-guided
@@ -17,15 +18,7 @@ from nemic.metrics.minkowski.exact import (
     minkowski_functionals,
 )
 from nemic.metrics.minkowski.loss import MinkowskiLoss
-from nemic.metrics.minkowski.surrogate import (
-    MinkowskiSurrogate,
-    constraint_violations,
-    load_default_surrogate,
-    load_surrogate,
-    polyomino_min_perimeter,
-    save_surrogate,
-    train_surrogate,
-)
+from nemic.metrics.minkowski.surrogate import constraint_violations, polyomino_min_perimeter
 from nemic.metrics.minkowski.relaxed import (
     annealing_schedule,
     relaxed_area,
@@ -37,13 +30,8 @@ from nemic.metrics.minkowski.relaxed import (
 
 __all__ = [
     "MinkowskiLoss",
-    "MinkowskiSurrogate",
     "constraint_violations",
-    "load_default_surrogate",
-    "load_surrogate",
     "polyomino_min_perimeter",
-    "save_surrogate",
-    "train_surrogate",
     "annealing_schedule",
     "relaxed_area",
     "relaxed_euler_characteristic",

@@ -6,7 +6,7 @@ r"""The Minkowski image loss: squared differences of (relaxed or learned) Minkow
 over the measures :math:`m \in` {area, perimeter, Euler characteristic (, components)}, thresholds :math:`u_k` and
 samples :math:`b`; dividing by the number of pixels :math:`HW` turns every measure into a density of order one.
 The measures :math:`M_m` come from the analytic relaxation (``method="relaxed"``) or from a trained
-:class:`~nemic.metrics.minkowski.surrogate.MinkowskiSurrogate` (``method="surrogate"``), applied to both fields
+:class:`~nemic.nn.minkowski_surrogate.MinkowskiSurrogate` (``method="surrogate"``), applied to both fields
 so that :math:`\hat x = x` is a minimiser. Quarenghi, Cotsakis & Beucler (2026), arXiv:2604.11422.
 """
 
@@ -45,7 +45,7 @@ class MinkowskiLoss(eqx.Module):
         tnorm: ``"product"`` or ``"min"`` (relaxed method).
         transform: ``"identity"`` or ``"log1p"`` applied to fields and thresholds before the relaxed measures
             (monotone, so the excursion sets are unchanged; only the soft masks' shape changes).
-        surrogate: a trained :class:`~nemic.metrics.minkowski.surrogate.MinkowskiSurrogate`.
+        surrogate: a trained :class:`~nemic.nn.minkowski_surrogate.MinkowskiSurrogate`.
 
     Calling ``loss(prediction, target)`` with two arrays (..., H, W) of the same shape returns a scalar.
     """

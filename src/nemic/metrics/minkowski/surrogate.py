@@ -5,17 +5,13 @@ The network itself is :class:`nemic.nn.minkowski_surrogate.MinkowskiSurrogate`; 
 functions of arrays): the least perimeter of a set of pixels (Harary & Harborth 1976, "Extremal animals",
 J. Combin. Inform. System Sci. 1, 1-8), the constraint checker, the stacking of measures and the R^2 score
 (Quarenghi, Cotsakis & Beucler 2026, arXiv:2604.11422).
-
-The names ``MinkowskiSurrogate``, ``save_surrogate``, ``load_surrogate``, ``load_default_surrogate``,
-``train_surrogate`` and ``init_readout`` are still callable from here for backward compatibility (deprecated
-wrappers that import ``nemic.nn`` / ``nemic.train`` on first call, never at import).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -24,28 +20,6 @@ from nemic.metrics.minkowski.exact import MinkowskiMeasures
 __all__ = ["MEASURE_NAMES", "constraint_violations", "polyomino_min_perimeter", "r2_scores", "stack_measures"]
 
 MEASURE_NAMES = ("area", "perimeter", "euler", "components")
-
-
-# --- backward-compatible names (deprecated): the network moved to nemic.nn, its fitting to nemic.train. They are
-# thin wrappers that import their target on first call, so that importing nemic.metrics loads neither nemic.nn nor
-# nemic.train (and no import cycle forms); nemic.metrics.minkowski.__init__ still re-exports them.
-
-
-def _moved(module: str, name: str):
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-    wrapper.__name__ = name
-    wrapper.__doc__ = f"Deprecated alias of :func:`{module}.{name}` (imported on first call)."
-    return wrapper
-
-
-MinkowskiSurrogate = _moved("nemic.nn.minkowski_surrogate", "MinkowskiSurrogate")
-init_readout = _moved("nemic.train.surrogate", "init_readout")
-train_surrogate = _moved("nemic.train.surrogate", "train_surrogate")
-save_surrogate = _moved("nemic.train.surrogate", "save_surrogate")
-load_surrogate = _moved("nemic.train.surrogate", "load_surrogate")
-load_default_surrogate = _moved("nemic.train.surrogate", "load_default_surrogate")
 
 
 def polyomino_min_perimeter(area: Any) -> jax.Array:
