@@ -17,7 +17,7 @@ pyqg_jax = pytest.importorskip("pyqg_jax")
 
 def field(m, key, rms=3e-6, scale=3e4):
     q = jax.random.normal(key, (2, m.ny, m.nx))
-    _, _, wv2 = m.grid()
+    _, _, wv2 = m.wavenumbers()
     q = m.ifft(m.fft(q) * jnp.exp(-wv2 * scale**2 / 2))
     return q / jnp.std(q) * rms
 
@@ -41,7 +41,7 @@ def test_closures_match_pyqg_jax(name):
                                          smag_constant=0.08, back_constant=0.99)
         ours = BackscatterBiharmonic(m)
     ref = np.fft.irfft2(np.asarray(full.qh - base.qh), s=(m.ny, m.nx))
-    got = ours.tendency(QGState(q=q), 0.0).q
+    got = ours.closure_tendency(m, QGState.from_q(q), 0.0).q
     np.testing.assert_allclose(got, ref, atol=1e-10 * np.abs(ref).max())
 
 
@@ -52,7 +52,7 @@ def test_energy_properties_of_the_closures():
     w = (m.Hi / m.H)[:, None, None]
 
     def dEdt(proc):
-        return float(-jnp.sum(w * jnp.mean(p * proc.tendency(QGState(q=q), 0.0).q, axis=(-2, -1), keepdims=True)))
+        return float(-jnp.sum(w * jnp.mean(p * proc.closure_tendency(m, QGState.from_q(q), 0.0).q, axis=(-2, -1), keepdims=True)))
 
     assert dEdt(Smagorinsky(m)) < 0
     bb = BackscatterBiharmonic(m, back_constant=0.0)
@@ -119,12 +119,12 @@ def test_zero_initialised_cnn_closure_reproduces_the_physics_bit_for_bit():
     q0 = field(m, jax.random.key(5), scale=1e5)
     net = CircularCNN(2, 2, widths=(4,), kernel_sizes=(3, 3), zero_init_last=True, key=jax.random.key(6))
     closure = CNNClosure(net, [1e-6, 1e-7], [1e-12, 1e-13])
-    a = rollout(m, m.stepper(), QGState(q=q0), dt=3600.0, n_steps=10)
-    b = rollout(m + closure, m.stepper(), QGState(q=q0), dt=3600.0, n_steps=10)
+    a = rollout(m, m.default_stepper(), QGState.from_q(q0), dt=3600.0, n_steps=10)
+    b = rollout(m + closure, m.default_stepper(), QGState.from_q(q0), dt=3600.0, n_steps=10)
     np.testing.assert_array_equal(a.states.q, b.states.q)
     # a non-zero CNN changes the run but conserves each layer's domain-mean PV
     net2 = CircularCNN(2, 2, widths=(4,), kernel_sizes=(3, 3), key=jax.random.key(7))
-    c = rollout(m + CNNClosure(net2, [1e-6, 1e-7], [1e-12, 1e-13]), m.stepper(), QGState(q=q0), dt=3600.0,
+    c = rollout(m + CNNClosure(net2, [1e-6, 1e-7], [1e-12, 1e-13]), m.default_stepper(), QGState.from_q(q0), dt=3600.0,
                 n_steps=10)
     assert float(jnp.max(jnp.abs(c.final.q - a.final.q))) > 0
     np.testing.assert_allclose(jnp.mean(c.final.q, axis=(-2, -1)), jnp.mean(q0, axis=(-2, -1)), atol=1e-20)
@@ -135,7 +135,7 @@ def test_gradient_through_a_rollout_reaches_closure_parameters():
     q0 = field(m, jax.random.key(8), scale=1e5)
 
     def loss(c):
-        tr = rollout(m + Smagorinsky(m, c), m.stepper(), QGState(q=q0), dt=3600.0, n_steps=8, save_every=8,
+        tr = rollout(m + Smagorinsky(m, c), m.default_stepper(), QGState.from_q(q0), dt=3600.0, n_steps=8, save_every=8,
                      checkpoint=True)
         return dg.kinetic_energy(m, tr.final.q) * 1e4
 
@@ -150,15 +150,15 @@ def test_jit_vmap_grad_of_classical_closures_and_diagnostics():
     m = get_config("eddy", nx=16)
     qs = jnp.stack([field(m, jax.random.key(i), scale=1e5) for i in range(3)])
     for proc in (Smagorinsky(m), BackscatterBiharmonic(m)):
-        batched = jax.jit(jax.vmap(lambda q, p=proc: p.tendency(QGState(q=q), 0.0).q))(qs)
-        np.testing.assert_allclose(batched[2], proc.tendency(QGState(q=qs[2]), 0.0).q,
+        batched = jax.jit(jax.vmap(lambda q, p=proc: p.closure_tendency(m, QGState.from_q(q), 0.0).q))(qs)
+        np.testing.assert_allclose(batched[2], proc.closure_tendency(m, QGState.from_q(qs[2]), 0.0).q,
                                    atol=1e-12 * float(jnp.max(jnp.abs(batched[2]))))
     # derivative of the energy tendency with respect to the backscatter coefficient is exactly linear
     p = m.streamfunction(qs[0])
     w = (m.Hi / m.H)[:, None, None]
 
     def dEdt(cb):
-        t = BackscatterBiharmonic(m, back_constant=cb).tendency(QGState(q=qs[0]), 0.0).q
+        t = BackscatterBiharmonic(m, back_constant=cb).closure_tendency(m, QGState.from_q(qs[0]), 0.0).q
         return -jnp.sum(w * jnp.mean(p * t, axis=(-2, -1), keepdims=True))
 
     g = jax.grad(dEdt)(0.5)
@@ -167,3 +167,30 @@ def test_jit_vmap_grad_of_classical_closures_and_diagnostics():
     for fn in (dg.kinetic_energy, dg.total_energy, dg.enstrophy):
         gq = jax.jit(jax.grad(lambda q, f=fn: f(m, q)))(qs[1])
         np.testing.assert_allclose(jnp.sum(gq * qs[1]), 2 * fn(m, qs[1]), rtol=1e-10)
+
+
+def test_model_plus_closure_holds_each_physical_parameter_once():
+    """Closures hold the grid (static) and their own parameters: ``model + closure`` has the model's leaves once."""
+    m = get_config("eddy", nx=16)
+    n_model = len(jax.tree_util.tree_leaves(m))
+    assert n_model == 8  # rek, beta, rd, delta, H1, U1, U2, filterfac
+    for closure, own in ((Smagorinsky(m.grid, 0.1), 1), (BackscatterBiharmonic(m.grid), 2)):
+        hybrid = m + closure
+        assert len(jax.tree_util.tree_leaves(hybrid)) == n_model + own
+        assert len(jax.tree_util.tree_leaves(closure)) == own
+        assert hybrid.grid == closure.grid == m.grid and hash(m.grid) == hash(closure.grid)
+    # the gradient of a hybrid run reaches each physical parameter in one place
+    q0 = field(m, jax.random.key(11), scale=1e5)
+
+    def loss(h):
+        return jnp.sum(rollout(h, h.default_stepper(), QGState.from_q(q0), dt=3600.0, n_steps=4).final.q ** 2) * 1e10
+
+    g = eqx.filter_grad(loss)(m + Smagorinsky(m.grid, 0.1))
+    assert float(g.rd) != 0.0 and float(g.closures[0].constant) != 0.0
+    # a closure for another grid, and a closure that needs the model used on its own, are one-line errors
+    from nemic.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="closure's grid"):
+        m + Smagorinsky(get_config("eddy", nx=32).grid)
+    with pytest.raises(ConfigError, match="add it to a TwoLayerQG first"):
+        Smagorinsky(m.grid).tendency(QGState.from_q(q0), 0.0)

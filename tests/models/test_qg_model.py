@@ -12,9 +12,9 @@ import pytest
 from jax.test_util import check_grads
 
 from nemic.core.errors import ConfigError, DataError
-from nemic.core.rollout import rollout
+from nemic.core.rollout import rollout, simulate
 from nemic.core.steppers import RK4
-from nemic.models.qg import QGState, TwoLayerQG, get_config
+from nemic.models.qg import QGFields, QGState, TwoLayerQG, get_config
 from nemic.models.qg import diagnostics as dg
 from nemic.models.qg import spectral as sp
 
@@ -22,7 +22,7 @@ from nemic.models.qg import spectral as sp
 def smooth_random(model, key, rms=3e-6, scale=5e4):
     """A random PV field with most of its variance at scales larger than ``scale`` (m)."""
     q = jax.random.normal(key, (2, model.ny, model.nx))
-    _, _, wv2 = model.grid()
+    _, _, wv2 = model.wavenumbers()
     q = model.ifft(model.fft(q) * jnp.exp(-wv2 * scale**2 / 2))
     return q / jnp.std(q) * rms
 
@@ -104,7 +104,7 @@ def linear_operators(m, il, ik):
 @pytest.mark.parametrize("cfg", ["eddy", "jet"])
 def test_linear_growth_rate_matches_two_layer_dispersion_relation(cfg):
     m = get_config(cfg, nx=32, rek=0.0)
-    k, l, _ = m.grid()
+    k, l, _ = m.wavenumbers()
     il, ik = np.meshgrid([0, 1, 3, 30], np.arange(1, 16))
     il, ik = il.ravel(), ik.ravel()
     A = linear_operators(m, il, ik)
@@ -117,7 +117,7 @@ def test_linear_growth_rate_matches_two_layer_dispersion_relation(cfg):
 def test_tiny_amplitude_run_grows_at_the_analytic_rate():
     """End to end (AB3 + filter): the analytic unstable normal mode, at tiny amplitude, grows at its rate."""
     m = get_config("eddy", nx=32, rek=0.0)
-    k, _, _ = m.grid()
+    k, _, _ = m.wavenumbers()
     ik = 7
     kx = k[0, ik]
     c, ratio = analytic_modes(m, kx, 0.0)
@@ -129,7 +129,7 @@ def test_tiny_amplitude_run_grows_at_the_analytic_rate():
     X, _ = np.meshgrid(m.x, m.y)
     q0 = 1e-14 * np.real(qh[:, None, None] * np.exp(1j * kx * X)[None])
     dt = 3600.0
-    traj = rollout(m, m.stepper(), QGState(q=jnp.asarray(q0)), dt=dt, n_steps=1200, save_every=100)
+    traj = rollout(m, m.default_stepper(), QGState.from_q(jnp.asarray(q0)), dt=dt, n_steps=1200, save_every=100)
     amp = np.sqrt(np.asarray(jnp.mean(traj.states.q**2, axis=(1, 2, 3))))
     fitted = np.polyfit(np.asarray(traj.t), np.log(amp), 1)[0]
     assert sigma > 1e-7
@@ -144,7 +144,7 @@ def test_tiny_amplitude_run_grows_at_the_analytic_rate():
 
 # ------------------------------------------------------------------ conservation by the Jacobian
 def rates(m, q):
-    dq = m.tendency(QGState(q=q), 0.0).q
+    dq = m.tendency(QGState.from_q(q), 0.0).q
     p = m.streamfunction(q)
     w = (m.Hi / m.H)[:, None, None]
     dE = -jnp.sum(w * jnp.mean(p * dq, axis=(-2, -1), keepdims=True))
@@ -174,7 +174,7 @@ def test_inviscid_run_conserves_invariants_with_fourth_order_drift():
     drifts = []
     for dt in (7200.0, 3600.0):
         n = int(86400 * 10 / dt)
-        tr = rollout(m, RK4(), QGState(q=q0), dt=dt, n_steps=n, save_every=n)
+        tr = rollout(m, RK4(), QGState.from_q(q0), dt=dt, n_steps=n, save_every=n)
         E = [float(dg.total_energy(m, tr.states.q[i])) for i in (0, -1)]
         Z = [float(dg.enstrophy(m, tr.states.q[i])) for i in (0, -1)]
         drifts.append((abs(E[1] / E[0] - 1), abs(Z[1] / Z[0] - 1)))
@@ -190,7 +190,7 @@ def test_check_grads_short_rollout():
 
     def loss(a, b, c):
         m = eqx.tree_at(lambda mm: (mm.rek, mm.beta), m0, (a * 5.787e-7, b * 1.5e-11))
-        tr = rollout(m, m.stepper(), QGState(q=c * q0), dt=3600.0, n_steps=6, save_every=6)
+        tr = rollout(m, m.default_stepper(), QGState.from_q(c * q0), dt=3600.0, n_steps=6, save_every=6)
         return jnp.mean(tr.final.q**2) / 1e-11
 
     check_grads(loss, (1.0, 1.0, 1.0), order=1, modes=["rev"], eps=1e-4, atol=1e-6, rtol=1e-5)
@@ -201,7 +201,7 @@ def test_jit_vmap_grad_and_checkpointed_gradient():
     keys = jax.random.split(jax.random.key(5), 3)
     q0 = jax.vmap(lambda k: smooth_random(m, k, scale=1e5))(keys)
 
-    run = eqx.filter_jit(lambda mm, q, ck: rollout(mm, mm.stepper(), QGState(q=q), dt=3600.0, n_steps=9,
+    run = eqx.filter_jit(lambda mm, q, ck: rollout(mm, mm.default_stepper(), QGState.from_q(q), dt=3600.0, n_steps=9,
                                                       save_every=9, checkpoint=ck).final.q)
     ens = jax.vmap(lambda q: run(m, q, False))(q0)
     for i in range(3):
@@ -217,29 +217,58 @@ def test_jit_vmap_grad_and_checkpointed_gradient():
         np.testing.assert_allclose(getattr(g_ck, name), getattr(g, name), rtol=1e-10)
 
 
-def test_spectral_ab3_equals_generic_filtered_ab3_and_rejects_other_processes():
-    """model.stepper() (history and filter in spectral space) is pyqg's scheme built from generic steppers."""
+class _PhysicalQGState(eqx.Module):
+    q: jax.Array
+
+
+class _PhysicalStateScheme(eqx.Module):
+    """The previous scheme: PV in physical space, pyqg's AB3 + filter built from generic steppers (round 1)."""
+
+    model: TwoLayerQG
+
+    def tendency(self, state, t, key=None):
+        m = self.model
+        qh = m.fft(state.q)
+        out = m.tendency(QGState(qh=qh), t)
+        return _PhysicalQGState(q=m.ifft(out.qh))
+
+
+def test_generic_filtered_ab3_on_the_spectral_state_reproduces_the_physical_state_scheme():
+    """model.default_stepper() (generic Filtered(AB3) on qh) equals pyqg's scheme stepped in physical space."""
     from nemic.core.process import FunctionProcess
     from nemic.core.steppers import AB3, Filtered
     from nemic.processes.qg_closures import Smagorinsky
 
     m = get_config("eddy", nx=32)
     q0 = smooth_random(m, jax.random.key(8), scale=1e5)
-    generic = Filtered(AB3(startup="euler"), m.spectral_filter)
-    for proc in (m, m + Smagorinsky(m, 0.15)):
-        a = rollout(proc, m.stepper(), QGState(q=q0), dt=3600.0, n_steps=300, save_every=300).final.q
-        b = rollout(proc, generic, QGState(q=q0), dt=3600.0, n_steps=300, save_every=300).final.q
+    assert isinstance(m.default_stepper(), Filtered) and isinstance(m.default_stepper().stepper, AB3)
+    old = Filtered(AB3(startup="euler"), lambda s: _PhysicalQGState(q=m.ifft(m.filtr * m.fft(s.q))))
+    for proc in (m, m + Smagorinsky(m.grid, 0.15)):
+        a = rollout(proc, proc.default_stepper(), QGState.from_q(q0), dt=3600.0, n_steps=300,
+                    save_every=300).final.q
+        ref = FunctionProcess(lambda s, t, p=proc: _PhysicalStateScheme(p).tendency(s, t))
+        b = rollout(ref, old, _PhysicalQGState(q=q0), dt=3600.0, n_steps=300, save_every=300).final.q
         assert float(jnp.max(jnp.abs(b - q0)) / jnp.max(jnp.abs(q0))) > 0.1  # the flow has changed
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-11 * float(jnp.max(jnp.abs(b))))
-    with pytest.raises(ConfigError, match="SpectralAB3 steps a TwoLayerQG"):
-        rollout(FunctionProcess(lambda s, t: s), m.stepper(), QGState(q=q0), dt=3600.0, n_steps=2)
+
+
+def test_spectral_state_round_trips_and_filter_keeps_states_real():
+    m = get_config("eddy", nx=16)
+    q0 = smooth_random(m, jax.random.key(9), scale=1e5)
+    s = QGState.from_q(q0)
+    np.testing.assert_allclose(s.q, q0, atol=1e-12 * float(jnp.max(jnp.abs(q0))))
+    # anti-Hermitian parts of the self-conjugate columns (which irfft2 drops) are removed by the step filter
+    junk = s.qh.at[:, 3, 0].add(1j * 1e-6).at[:, 5, -1].add(2e-6)
+    f = m.spectral_filter(QGState(qh=junk))
+    np.testing.assert_allclose(f.qh, m.fft(m.ifft(m.filtr * junk)), atol=1e-12 * float(jnp.max(jnp.abs(junk))))
+    assert float(jnp.max(jnp.abs(f.qh - m.filtr * junk))) > 1e-7  # the junk was there and is gone
 
 
 def test_float32_runs_in_float32_and_tracks_float64():
     m = get_config("eddy", nx=32)
     q0 = smooth_random(m, jax.random.key(6))
-    tr64 = rollout(m, m.stepper(), QGState(q=q0), dt=3600.0, n_steps=50, save_every=50)
-    tr32 = rollout(m, m.stepper(), QGState(q=q0.astype(jnp.float32)), dt=3600.0, n_steps=50, save_every=50)
+    tr64 = rollout(m, m.default_stepper(), QGState.from_q(q0), dt=3600.0, n_steps=50, save_every=50)
+    tr32 = rollout(m, m.default_stepper(), QGState.from_q(q0.astype(jnp.float32)), dt=3600.0, n_steps=50, save_every=50)
     assert tr32.final.q.dtype == jnp.float32
     err = float(jnp.max(jnp.abs(tr32.final.q - tr64.final.q)) / jnp.max(jnp.abs(tr64.final.q)))
     assert err < 1e-4
@@ -266,16 +295,22 @@ def test_nan_and_wrong_shape_in_initial_pv():
     q = np.zeros((2, 16, 16))
     q[1, 3, 4] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        m.initial_state(q)
+        m.initial_state(q=q)
     with pytest.raises(DataError, match="NaN"):
-        m.run(QGState(q=jnp.asarray(q)), n_steps=2)
+        simulate(m, None, QGState.from_q(jnp.asarray(q)), dt=3600.0, n_steps=2)
     with pytest.raises(DataError, match=r"shape \(2, 16, 16\)"):
-        m.initial_state(np.zeros((16, 16)))
+        m.initial_state(q=np.zeros((16, 16)))
+    with pytest.raises(DataError, match=r"complex with shape \(2, 16, 9\)"):
+        simulate(m, None, QGState(qh=jnp.zeros((2, 16, 16))), dt=3600.0, n_steps=2)
+    with pytest.raises(DataError, match="steps a QGState"):
+        simulate(m, None, QGFields(q=jnp.zeros((2, 16, 16))), dt=3600.0, n_steps=2)
+    with pytest.raises(ConfigError, match="needs a jax.random key"):
+        m.initial_state()
 
 
 def test_cfl_violation_warns_with_the_cfl_number():
     m = get_config("eddy", nx=64)
-    s = QGState(q=smooth_random(m, jax.random.key(7)))
+    s = QGState.from_q(smooth_random(m, jax.random.key(7)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         m.check_timestep(s, 3600.0)  # the benchmark's timestep is fine

@@ -29,7 +29,7 @@ where the bar is the operator and the advection terms use the background flow ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import equinox as eqx
 import jax
@@ -38,6 +38,7 @@ import numpy as np
 import xarray as xr
 
 from nemic.core.errors import ConfigError, DataError
+from nemic.models.qg.grid import QGGrid, as_grid
 from nemic.models.qg.model import TwoLayerQG
 
 OPERATORS = ("op1", "op2", "op3")
@@ -45,27 +46,35 @@ REQUIRED_VARIABLES = ("q", "q_subgrid_forcing", "q_forcing_total")
 
 
 class Coarsener(eqx.Module):
-    """One of the benchmark's operators mapping fields on ``hi``'s grid to ``lo``'s grid.
+    """One of the benchmark's operators mapping fields on the ``hi`` grid to the ``lo`` grid.
 
     Args:
-        hi, lo: the high- and low-resolution models (same domain and physical parameters; ``hi.nx`` a multiple
-            of ``lo.nx``).
+        hi, lo: the high- and low-resolution grids (:class:`~nemic.models.qg.grid.QGGrid`, or models, whose grids
+            are taken): the same domain, ``hi.nx`` a multiple of ``lo.nx``.
         operator: ``"op1"``, ``"op2"`` or ``"op3"`` (see the module documentation).
+        filterfac: amplitude of the low-resolution exponential filter that ``op1`` applies (default: ``lo``'s
+            if ``lo`` is a model, else pyqg's 23.6). A static number: it defines the operator.
+
+    The coarsener holds grids only; the forcing targets take the two models as arguments.
     """
 
-    hi: TwoLayerQG
-    lo: TwoLayerQG
+    hi: QGGrid = eqx.field(static=True)
+    lo: QGGrid = eqx.field(static=True)
     operator: str = eqx.field(static=True)
+    filterfac: float = eqx.field(static=True)
 
-    def __init__(self, hi: TwoLayerQG, lo: TwoLayerQG, operator: str = "op1"):
+    def __init__(self, hi: Any, lo: Any, operator: str = "op1", filterfac: float | None = None):
         if operator not in OPERATORS:
             raise ConfigError(f"unknown coarse-graining operator {operator!r}; choose one of {list(OPERATORS)}")
+        if filterfac is None:
+            filterfac = float(lo.filterfac) if hasattr(lo, "filterfac") else 23.6
+        hi, lo = as_grid(hi), as_grid(lo)
         if hi.nx % lo.nx or hi.ny % lo.ny or hi.nx // lo.nx != hi.ny // lo.ny or hi.nx <= lo.nx:
             raise ConfigError(f"high-resolution grid ({hi.ny}x{hi.nx}) must be a finer multiple of the "
                               f"low-resolution grid ({lo.ny}x{lo.nx})")
         if (hi.L, hi.W) != (lo.L, lo.W):
             raise ConfigError("high- and low-resolution models must share the domain size L, W")
-        self.hi, self.lo, self.operator = hi, lo, operator
+        self.hi, self.lo, self.operator, self.filterfac = hi, lo, operator, float(filterfac)
 
     @property
     def ratio(self) -> int:
@@ -75,7 +84,7 @@ class Coarsener(eqx.Module):
         n2 = self.lo.ny // 2
         th = jnp.concatenate([fh[..., :n2, : self.lo.nk], fh[..., -n2:, : self.lo.nk]], axis=-2) / self.ratio**2
         # both grids are cell-centred: move from the first fine cell centre to the first coarse one
-        k, l, _ = self.lo.grid()
+        k, l, _ = self.lo.wavenumbers()
         shift = np.exp(1j * (k * (self.lo.dx - self.hi.dx) + l * (self.lo.dy - self.hi.dy)) / 2)
         return th * jnp.asarray(shift, th.dtype)
 
@@ -85,42 +94,49 @@ class Coarsener(eqx.Module):
             raise DataError(f"field to coarsen must end with shape ({self.hi.ny}, {self.hi.nx}), got {f.shape}")
         dt = f.dtype
         if self.operator == "op3":
-            _, _, wv2 = self.hi.grid(dt)
+            _, _, wv2 = self.hi.wavenumbers(dt)
             width = self.ratio * self.hi.dx
             g = self.hi.ifft(self.hi.fft(f) * jnp.exp(-wv2 * width**2 / 24))
             r = self.ratio
             return g.reshape(f.shape[:-2] + (self.lo.ny, r, self.lo.nx, r)).mean(axis=(-3, -1))
         th = self._truncate(self.hi.fft(f))
         if self.operator == "op1":
-            th = th * jnp.asarray(self.lo.filtr, dt)
+            th = th * jnp.asarray(self.lo.exponential_filter(self.filterfac), dt)
         else:
-            _, _, wv2 = self.lo.grid(dt)
+            _, _, wv2 = self.lo.wavenumbers(dt)
             th = th * jnp.exp(-wv2 * (2 * self.lo.dx) ** 2 / 24)
         return self.lo.ifft(th)
 
-    def _advection(self, model: TwoLayerQG, q):
+    @staticmethod
+    def _advection(model: TwoLayerQG, q):
         ph = model.invert(model.fft(q))
         u, v = model.velocities(ph)
         U = jnp.asarray(model.Ubg, q.dtype)[:, None, None]
         return model.ifft(model.flux_divergence_hat(q, u + U, v))
 
-    def q_subgrid_forcing(self, q_hi):
-        """``(u_bar . grad) q_bar - bar((u . grad) q)`` (2, ny_lo, nx_lo), s^-2, from PV ``q_hi`` (2, ny_hi, nx_hi)."""
-        qbar = self.coarsen(q_hi)
-        return self._advection(self.lo, qbar) - self.coarsen(self._advection(self.hi, q_hi))
+    def _check(self, hi: TwoLayerQG, lo: TwoLayerQG) -> None:
+        if hi.grid != self.hi or lo.grid != self.lo:
+            raise ConfigError(f"the models' grids ({hi.nx}, {lo.nx} points) are not the coarsener's "
+                              f"({self.hi.nx}, {self.lo.nx})")
 
-    def q_forcing_total(self, q_hi):
+    def q_subgrid_forcing(self, hi: TwoLayerQG, lo: TwoLayerQG, q_hi):
+        """``(u_bar . grad) q_bar - bar((u . grad) q)`` (2, ny_lo, nx_lo), s^-2, from PV ``q_hi`` (2, ny_hi, nx_hi)
+        of the high-resolution model ``hi`` (``lo``: the low-resolution model)."""
+        self._check(hi, lo)
+        qbar = self.coarsen(q_hi)
+        return self._advection(lo, qbar) - self.coarsen(self._advection(hi, q_hi))
+
+    def q_forcing_total(self, hi: TwoLayerQG, lo: TwoLayerQG, q_hi):
         """``bar(dq/dt)_hi - (dq/dt)_lo(q_bar)`` (2, ny_lo, nx_lo), s^-2 (tendencies without the filter)."""
-        from nemic.models.qg.model import QGState
-
+        self._check(hi, lo)
         qbar = self.coarsen(q_hi)
-        return (self.coarsen(self.hi.tendency(QGState(q=q_hi), 0.0).q)
-                - self.lo.tendency(QGState(q=qbar), 0.0).q)
+        return (self.coarsen(hi.ifft(hi.physics.tendency_hat(q_hi)))
+                - lo.ifft(lo.physics.tendency_hat(qbar)))
 
-    def targets(self, q_hi) -> dict[str, jax.Array]:
+    def targets(self, hi: TwoLayerQG, lo: TwoLayerQG, q_hi) -> dict[str, jax.Array]:
         """``{"q": q_bar, "q_subgrid_forcing": ..., "q_forcing_total": ...}`` for one snapshot (2, ny_hi, nx_hi)."""
-        return {"q": self.coarsen(q_hi), "q_subgrid_forcing": self.q_subgrid_forcing(q_hi),
-                "q_forcing_total": self.q_forcing_total(q_hi)}
+        return {"q": self.coarsen(q_hi), "q_subgrid_forcing": self.q_subgrid_forcing(hi, lo, q_hi),
+                "q_forcing_total": self.q_forcing_total(hi, lo, q_hi)}
 
 
 _CF = {
@@ -131,11 +147,13 @@ _CF = {
 }
 
 
-def forcing_dataset(coarsener: Coarsener, t, q_hi, attrs: dict | None = None, batch: int = 16) -> xr.Dataset:
+def forcing_dataset(coarsener: Coarsener, hi: TwoLayerQG, lo: TwoLayerQG, t, q_hi, attrs: dict | None = None,
+                    batch: int = 16) -> xr.Dataset:
     """CF-annotated dataset of coarse-grained PV and forcing targets for high-resolution snapshots.
 
     Args:
         coarsener: the operator.
+        hi, lo: the high- and low-resolution models (on the coarsener's grids).
         t: times (n,), s.
         q_hi: PV snapshots (n, 2, ny_hi, nx_hi), s^-1.
         attrs: extra global attributes.
@@ -143,12 +161,11 @@ def forcing_dataset(coarsener: Coarsener, t, q_hi, attrs: dict | None = None, ba
     Returns:
         Dataset with variables ``q``, ``q_subgrid_forcing``, ``q_forcing_total`` of dims (time, lev, y, x).
     """
-    f = jax.jit(jax.vmap(coarsener.targets))
+    f = eqx.filter_jit(jax.vmap(coarsener.targets, in_axes=(None, None, 0)))
     q_hi = np.asarray(q_hi)
-    parts = [jax.tree_util.tree_map(np.asarray, f(jnp.asarray(q_hi[i:i + batch])))
+    parts = [jax.tree_util.tree_map(np.asarray, f(hi, lo, jnp.asarray(q_hi[i:i + batch])))
              for i in range(0, len(q_hi), batch)]
     out = {k: np.concatenate([p[k] for p in parts]) for k in REQUIRED_VARIABLES}
-    lo = coarsener.lo
     ds = xr.Dataset(
         {k: (("time", "lev", "y", "x"), v, dict(_CF[k])) for k, v in out.items()},
         coords={"time": ("time", np.asarray(t), {"units": "s", "standard_name": "time", "long_name": "model time"}),
@@ -159,7 +176,7 @@ def forcing_dataset(coarsener: Coarsener, t, q_hi, attrs: dict | None = None, ba
     ds.attrs.update({"Conventions": "CF-1.10", "source": "nemic", "operator": coarsener.operator,
                      "nx_hi": coarsener.hi.nx, "nx_lo": lo.nx,
                      "description": "coarse-grained two-layer QG PV and subgrid forcing (Ross et al. 2023)"})
-    ds.attrs.update({f"lo_{k}": v for k, v in lo.params().items()})
+    ds.attrs.update(lo.to_attrs("lo_"))
     if attrs:
         ds.attrs.update(attrs)
     return ds

@@ -39,11 +39,25 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 
 from nemic.core.errors import ConfigError, DataError, check_int_at_least, check_positive
+from nemic.core.rollout import Trajectory, simulate
+from nemic.data.coarsen import Coarsener
+from nemic.data.qg_benchmark import load_generated
+from nemic.experiments.config import load_config
+from nemic.experiments.nudging_qg_plots import plot_results
+from nemic.experiments.qg_subgrid import load_closure, make_cnn_closure, save_closure, train_offline
+from nemic.experiments.qg_evaluation import run_closure, similarity, summarize
 from nemic.io.output import ensure_writable_dir, write_json, write_netcdf
-from nemic.core.process import AbstractProcess
-from nemic.core.rollout import Trajectory
+from nemic.io.progress import progress as progress_reporter
+from nemic.models.qg import QGFields, QGState
+from nemic.models.qg import diagnostics as dg
+from nemic.processes.guards import GuardedTendency, MahalanobisDetector
+from nemic.processes.nudging import NudgedRun, Nudging, nudged_run
+from nemic.io.nudging import nudging_dataset
+from nemic.processes.qg_closures import BackscatterBiharmonic
+from nemic.processes.qg_nudging import Float32Net, ScaledCorrection, pv_features, spectral_nudging_weights
 
 DAY = 86400.0
 
@@ -131,72 +145,21 @@ class NudgingQGConfig:
                    val_starts=(1,), test_starts=(0, 2), scales=(0.5, 1.0))
 
 
-class Float32Net(eqx.Module):
-    """Evaluates ``net`` in float32 (weights cast at construction): input cast down, output returned in float32.
-
-    Shapes are those of ``net``; the caller casts the output back (``CNNClosure`` does). Gradients flow through
-    the casts.
-    """
-
-    net: Any
-
-    def __init__(self, net: Any):
-        self.net = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, net)
-
-    def __call__(self, x):
-        return self.net(x.astype(jnp.float32))
-
-
 # ====================================================================== data
-def load_generated(data_dir: str | Path) -> dict[str, Any]:
-    """Read a ``nemic qg generate`` directory: the restart PV, the models and the coarse-grained climate.
-
-    Returns ``{"q_restart": (2, nx_hi, nx_hi), "t_restart": s, "hi": TwoLayerQG, "lo": TwoLayerQG,
-    "climate": (n, 2, nx_lo, nx_lo) op1 PV, "config": name}``. Raises :class:`DataError` for missing files or
-    inconsistent resolutions.
-    """
-    import xarray as xr
-
-    from nemic.experiments.qg_subgrid import load_dataset
-    from nemic.models.qg import get_config
-
-    d = Path(data_dir)
-    if not d.is_dir():
-        raise DataError(f"'{d}' is not a directory written by `nemic qg generate`")
-    for f in ("hires.nc", "op1.nc"):
-        if not (d / f).exists():
-            raise DataError(f"'{d}' lacks {f}; run `nemic qg generate` with the high-resolution output and op1")
-    with xr.open_dataset(d / "hires.nc", engine="h5netcdf") as ds:
-        if "q" not in ds or ds["q"].ndim != 4:
-            raise DataError(f"'{d / 'hires.nc'}' has no variable q (time, lev, y, x)")
-        q_restart = np.asarray(ds["q"].isel(time=-1).values)
-        t_restart = float(ds["time"].values[-1])
-        config = str(ds.attrs.get("config", "eddy"))
-    ds_lo, lo = load_dataset(d, "op1")
-    if config != str(ds_lo.attrs.get("config", config)):
-        raise DataError(f"hires.nc ({config}) and op1.nc ({ds_lo.attrs.get('config')}) hold different configurations")
-    hi = get_config(config, int(q_restart.shape[-1]))
-    if q_restart.shape != (2, hi.ny, hi.nx) or hi.nx % lo.nx or hi.nx <= lo.nx:
-        raise DataError(f"restart PV has shape {q_restart.shape}; it must be (2, n, n) with n a larger multiple of "
-                        f"the op1 resolution {lo.nx}")
-    if not np.all(np.isfinite(q_restart)):
-        raise DataError(f"the last state of '{d / 'hires.nc'}' is not finite")
-    return {"q_restart": q_restart, "t_restart": t_restart, "hi": hi, "lo": lo,
-            "climate": np.asarray(ds_lo["q"].values), "config": config}
-
-
 def reference_run(hi, lo, q0, *, dt: float, n_steps: int, save_every: int, progress: bool | str = False) -> Trajectory:
-    """Run ``hi`` from ``q0`` and coarse-grain every saved state with op1 to ``lo``'s grid (times start at 0)."""
-    from nemic.data.coarsen import Coarsener
-    from nemic.models.qg.model import QGState
-
-    traj = hi.run(QGState(q=jnp.asarray(q0)), dt=dt, n_steps=n_steps, save_every=save_every, progress=progress)
+    """Run ``hi`` from ``q0`` and coarse-grain every saved state with op1 to ``lo``'s grid (times start at 0);
+    the coarse states are :class:`QGState` (spectral) of ``lo``."""
+    state0 = hi.initial_state(q=q0)
+    hi.check_timestep(state0, dt)
+    with progress_reporter(progress if isinstance(progress, str) else "reference", enabled=bool(progress)) as rep:
+        traj = simulate(hi, None, state0, dt=dt, n_steps=n_steps, save_every=save_every, observe=hi.observe,
+                        progress=rep)
     if int(traj.blowup_step) >= 0:
         raise DataError(f"the high-resolution reference run blew up after {int(traj.blowup_step)} steps")
     coarsen = eqx.filter_jit(lambda c, x: jax.vmap(c.coarsen)(x))
     op = Coarsener(hi, lo, "op1")
     qbar = jnp.concatenate([coarsen(op, c) for c in jnp.array_split(traj.states.q, max(1, len(traj) // 64))])
-    return Trajectory(t=traj.t, states=QGState(q=qbar), blowup_step=traj.blowup_step)
+    return Trajectory(t=traj.t, states=QGState.from_q(qbar), blowup_step=traj.blowup_step)
 
 
 def climate_stats(lo, q) -> dict[str, np.ndarray]:
@@ -210,8 +173,6 @@ def climate_stats(lo, q) -> dict[str, np.ndarray]:
 
 @eqx.filter_jit
 def _climate_stats(lo, q):
-    from nemic.models.qg import diagnostics as dg
-
     def one(x):
         u, v = lo.velocities(lo.invert(lo.fft(x)))
         ke_l = jnp.mean(u**2 + v**2, axis=(-2, -1)) / 2
@@ -220,60 +181,7 @@ def _climate_stats(lo, q):
     return jax.vmap(one)(q)
 
 
-# ====================================================================== correction, features, ensembles
-class ScaledCorrection(AbstractProcess):
-    """A learned PV correction times a scalar amplitude, optionally without its largest scales.
-
-    ``tendency = alpha * P(C(q))`` with ``C`` the correction (a Process on :class:`QGState`, output (2, ny, nx) in
-    s^-2) and ``P`` the projection that zeroes the Fourier modes of integer wavenumber ``sqrt(i^2 + j^2) <
-    remove_below`` (``remove_below = 0``: no projection; ``1.5`` removes the mean and the four domain-scale modes
-    ``|i|, |j| <= 1``). ``alpha`` is a single number chosen on validation free runs (an output-amplitude
-    calibration of the kind used for nudging-trained corrections by Watt-Meyer et al. 2021, GRL 48,
-    e2021GL092555, doi:10.1029/2021GL092555). ``alpha`` is an array leaf (differentiable).
-    """
-
-    correction: AbstractProcess
-    alpha: jax.Array
-    remove_below: float = eqx.field(static=True)
-
-    def __init__(self, correction: AbstractProcess, alpha=1.0, remove_below: float = 0.0):
-        if not float(remove_below) >= 0:
-            raise ConfigError(f"remove_below must be >= 0, got {remove_below!r}")
-        self.correction = correction
-        self.alpha = jnp.asarray(alpha, dtype=float)
-        self.remove_below = float(remove_below)
-
-    def tendency(self, state, t, key=None):
-        from nemic.models.qg.model import QGState
-
-        out = self.correction.tendency(state, t).q
-        if self.remove_below > 0:
-            ny, nx = out.shape[-2:]
-            j, i = np.fft.fftfreq(ny, 1.0 / ny), np.fft.rfftfreq(nx, 1.0 / nx)
-            keep = (i[None, :] ** 2 + j[:, None] ** 2) >= self.remove_below**2
-            out = jnp.fft.irfft2(jnp.fft.rfft2(out) * jnp.asarray(keep, out.dtype), s=(ny, nx))
-        return QGState(q=self.alpha.astype(out.dtype) * out)
-
-
-def pv_features(lo):
-    """Feature map of one PV state (2, ny, nx) for the novelty guard: shape (1, 6).
-
-    Per layer ``i``: ``log std(q_i)``, the kurtosis ``mean(q'^4) / var(q)^2`` of ``q_i`` and ``log KE_i`` (domain
-    mean of ``|u_i|^2 / 2``, m^2 s^-2). Logarithms make the features O(1), so the detector's relative ridge does
-    not swamp them. Differentiable; works under ``jit``/``vmap``.
-    """
-
-    def feats(q):
-        a = q - jnp.mean(q, axis=(-2, -1), keepdims=True)
-        var = jnp.mean(a**2, axis=(-2, -1))
-        kurt = jnp.mean(a**4, axis=(-2, -1)) / var**2
-        u, v = lo.velocities(lo.invert(lo.fft(q)))
-        ke = jnp.mean(u**2 + v**2, axis=(-2, -1)) / 2
-        return jnp.concatenate([0.5 * jnp.log(var), kurt, jnp.log(ke)])[None, :]
-
-    return feats
-
-
+# ====================================================================== scores
 def relative_biases(lo, q, ref: dict) -> dict[str, float]:
     """Relative biases ``mean(X) / ref[X] - 1`` of the time means of KE, KE1, KE2 and enstrophy of PV ``q``
     (n, 2, ny, nx) against the reference means ``ref`` (from :func:`climate_stats`)."""
@@ -314,11 +222,8 @@ def spread_summary(per_start: list[dict], low_per_start: list[dict] | None = Non
 
 
 def _load_compare(name: str, lo, float32: bool):
-    from nemic.experiments.qg_subgrid import load_closure
-    from nemic.processes.qg_closures import BackscatterBiharmonic
-
     if name == "backscatter":
-        return "backscatter", BackscatterBiharmonic(lo)
+        return "backscatter", BackscatterBiharmonic(lo.grid)
     p = Path(name)
     closure, hyper = load_closure(p)
     if float32:
@@ -330,12 +235,6 @@ def _load_compare(name: str, lo, float32: bool):
 def build_correction(data: dict, cfg: NudgingQGConfig, out: Path, *, progress: bool = False, log=print):
     """Steps 1-3: reference, nudged run (written to ``out/nudged_run.nc``) and the fitted correction (saved to
     ``out/correction``). Returns ``(closure, info)`` with the nudged run's arrays and skill in ``info``."""
-    import xarray as xr
-
-    from nemic.experiments.qg_subgrid import make_cnn_closure, save_closure, train_offline
-    from nemic.models.qg.model import QGState
-    from nemic.processes.nudging import Nudging, nudged_run, nudging_dataset
-
     timings: dict[str, float] = {}
     hi, lo, dt = data["hi"], data["lo"], cfg.dt
     every = int(round(cfg.save_hours * 3600.0 / dt))
@@ -354,11 +253,16 @@ def build_correction(data: dict, cfg: NudgingQGConfig, out: Path, *, progress: b
     log(f"[2/5] {lo.nx}-point model nudged toward it (tau = {cfg.tau_days:g} days"
         + (f", spectral cutoff {cfg.spectral_cutoff})" if cfg.spectral_cutoff is not None else ")"))
     t0 = time.perf_counter()
-    nud = Nudging(ref, {"q": cfg.tau_days * DAY}, spectral_cutoff=cfg.spectral_cutoff, spectral_axes=(-2, -1))
-    nrun = nudged_run(lo, nud, lo.stepper(), QGState(q=ref.states.q[0]), dt=dt, n_steps=n_steps, save_every=every,
-                      progress=progress and "nudged")
+    # nudging of the spectral PV; spectral nudging is a box mask on the rfft2 grid (no transforms)
+    w = spectral_nudging_weights(lo.grid, cfg.spectral_cutoff)
+    nud = Nudging(ref, {"qh": cfg.tau_days * DAY}, **({} if w is None else {"weights": {"qh": w}}))
+    with progress_reporter("nudged", enabled=bool(progress)) as rep:
+        nrun = nudged_run(lo, nud, None, QGState(qh=ref.states.qh[0]), dt=dt, n_steps=n_steps, save_every=every,
+                          progress=rep)
     if int(nrun.trajectory.blowup_step) >= 0:
         raise DataError(f"the nudged run blew up after {int(nrun.trajectory.blowup_step)} steps")
+    nrun = NudgedRun(*(Trajectory(t=tr.t, states=QGFields(q=tr.states.q), blowup_step=tr.blowup_step)
+                       for tr in (nrun.trajectory, nrun.nudging_tendency)))
     ds_n = nudging_dataset(nrun, attrs={"title": f"{lo.nx}-point two-layer QG nudged toward the op1-coarse-grained "
                                                  f"{hi.nx}-point model", "config": data["config"],
                                         "tau_seconds": cfg.tau_days * DAY, "dt": dt,
@@ -386,7 +290,7 @@ def build_correction(data: dict, cfg: NudgingQGConfig, out: Path, *, progress: b
         closure = eqx.tree_at(lambda c: c.net, closure, Float32Net(closure.net))
     closure, losses = train_offline(closure, train, steps=cfg.train_steps, batch=cfg.batch, lr=cfg.lr, key=key_train,
                                     target="q_nudging_tendency")
-    predict = eqx.filter_jit(lambda c, x: jax.vmap(lambda y: c.tendency(QGState(q=y), 0.0).q)(x))
+    predict = eqx.filter_jit(lambda c, x: jax.vmap(c.forcing)(x))
     pred = np.asarray(predict(closure, jnp.asarray(q_n[i1:])))
     resid = ((pred - N[i1:]) ** 2).mean(axis=(0, 2, 3))
     r2 = 1 - resid / N[i1:].var(axis=(0, 2, 3))
@@ -421,10 +325,6 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
     :func:`pv_features`, fitted on the training states of the nudged run). Returns the metrics (also written to
     ``metrics.json``).
     """
-    from nemic.experiments.qg_subgrid import run_closure, similarity, summarize
-    from nemic.models.qg.model import QGState
-    from nemic.processes.guards import GuardedTendency, MahalanobisDetector
-
     t_start = time.perf_counter()
     data = load_generated(data_dir)
     out = ensure_writable_dir(out)
@@ -499,7 +399,7 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
                 if n_fit >= f_clim.shape[1] + 1 and f_clim.shape[0] - n_fit > 0 else None)
     # the guard's distance of every saved state (one compiled function for all runs; the same numbers as
     # guard_report, which compiles afresh per call)
-    guard_dist = eqx.filter_jit(lambda g, q: jax.vmap(lambda x: g.distance(QGState(q=x)))(q))
+    guard_dist = eqx.filter_jit(lambda g, q: jax.vmap(lambda x: g.distance(QGState.from_q(x)))(q))
     metrics: dict[str, Any] = {
         "config": {**dataclasses.asdict(cfg), "data_dir": str(data_dir), "qg_config": data["config"],
                    "nx_hi": data["hi"].nx, "nx_lo": lo.nx},
@@ -541,7 +441,7 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
     metrics["timings_s"] = timings
     _write_series(out, lo, runs, cfg.test_starts, f_every * dt, spin * dt)
     ke_series = {name: [climate_stats(lo, q)["KE"] for q in rs if q.shape[0]] for name, rs in runs.items()}
-    _plot(out, high, summ, ref_stats, runs, ke_series, metrics, f_every * dt, info["N"], q_n, info["every"] * dt)
+    plot_results(out, high, summ, ref_stats, runs, ke_series, metrics, f_every * dt, info["N"], q_n, info["every"] * dt)
     metrics["wall_seconds"] = time.perf_counter() - t_start
     write_json(metrics, out / "metrics.json")
     return metrics
@@ -549,8 +449,6 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
 
 def _write_series(out: Path, lo, runs: dict, starts, save_dt: float, start: float) -> None:
     """Per-snapshot KE, KE1, KE2 and enstrophy of every test free run (CF netCDF ``free_runs.nc``)."""
-    import xarray as xr
-
     ds = xr.Dataset(coords={"start": ("start", np.asarray(starts), {"long_name": "index of the op1 climate "
                                                                                 "snapshot the run started from"})})
     units = {"KE": "m2 s-2", "KE1": "m2 s-2", "KE2": "m2 s-2", "enstrophy": "s-2"}
@@ -571,89 +469,8 @@ def _write_series(out: Path, lo, runs: dict, starts, save_dt: float, start: floa
     write_netcdf(ds, out / "free_runs.nc")
 
 
-_STYLE = {"hr_coarse": ("k", "high res (op1)"), "low_res": ("C7", "low res"),
-          "nudging_corrected": ("C3", "+ nudging correction"),
-          "nudging_corrected_scaled": ("C2", "+ scaled nudging correction"), "backscatter": ("C0", "+ backscatter")}
-
-
-def _style(name: str, i: int):
-    return _STYLE.get(name, (f"C{4 + i % 5}", f"+ {name}"))
-
-
-def _plot(out: Path, high: dict, summ: dict, ref_stats: dict, runs: dict, ke_series: dict, metrics: dict,
-          save_dt: float, N, q_n, n_dt: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from nemic.io.output import save_figure
-
-    names = list(runs)
-    # 1. biases with their spread over test starts
-    fig, ax = plt.subplots(figsize=(9, 4))
-    keys = ("KE", "KE1", "KE2", "enstrophy")
-    w = 0.8 / len(names)
-    for j, name in enumerate(names):
-        c, lab = _style(name, j)
-        b = metrics["models"][name]["biases"]
-        x = np.arange(len(keys)) + (j - (len(names) - 1) / 2) * w
-        m = np.array([100 * b[k]["mean"] for k in keys])
-        sd = np.array([100 * b[k]["std"] for k in keys])
-        ax.bar(x, np.clip(m, -100, 100), w, yerr=sd, color=c, alpha=0.7, label=lab, capsize=2)
-        for xi, k in zip(x, keys):
-            v = np.clip(100 * np.array(b[k]["per_start"]), -100, 100)
-            ax.plot(np.full(v.size, xi), v, "k.", ms=3)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(np.arange(len(keys)), keys)
-    ax.set(ylabel="relative bias (%)", title="Free-run climate biases: mean, std (bars) and each test start (dots)")
-    ax.legend(fontsize=8)
-    save_figure(fig, out / "bias_spread.png")
-
-    # 2. KE spectra averaged over the test runs
-    fig, axs = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, layer in zip(axs, ("1", "2")):
-        ax.loglog(high["kr"], np.abs(high[f"KEspec{layer}"]), "k-", marker=".", label="high res (op1)")
-        for j, name in enumerate(names):
-            c, lab = _style(name, j)
-            sp = [s[f"KEspec{layer}"] for s in summ[name] if s is not None]
-            if sp:
-                ax.loglog(high["kr"], np.abs(np.mean(sp, axis=0)), color=c, marker=".", label=lab)
-        top = float(np.max(np.abs(high[f"KEspec{layer}"])))
-        ax.set(xlabel="isotropic wavenumber (rad/m)", ylabel="KE density (m^3 s^-2)", ylim=(1e-4 * top, None),
-               title=f"layer {layer}: time-mean KE spectrum (test runs)")
-    axs[0].legend(fontsize=8)
-    save_figure(fig, out / "ke_spectra.png")
-
-    # 3. energy series
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ref_ke = float(ref_stats["KE"].mean())
-    for j, name in enumerate(names):
-        c, lab = _style(name, j)
-        for i, ke in enumerate(ke_series[name]):
-            ax.plot(np.arange(ke.size) * save_dt / DAY, ke / ref_ke, color=c, lw=0.8, label=lab if i == 0 else None)
-    ax.axhline(1.0, color="k", label="high res (op1), mean")
-    ax.set(xlabel="days after spin-up", ylabel="KE / high-res mean KE", title="Total kinetic energy of the test runs")
-    ax.legend(fontsize=8)
-    save_figure(fig, out / "energy_series.png")
-
-    # 4. the nudging tendency
-    fig, axs = plt.subplots(1, 3, figsize=(12, 3.6))
-    i = N.shape[0] - 1
-    for ax, f, title in zip(axs, (q_n[i, 0], N[i, 0], N[i, 1]),
-                            ("nudged q, layer 1", "nudging tendency, layer 1", "nudging tendency, layer 2")):
-        v = float(np.max(np.abs(f))) or 1.0
-        im = ax.imshow(f, origin="lower", cmap="RdBu_r", vmin=-v, vmax=v)
-        ax.set(title=title, xticks=[], yticks=[])
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.suptitle(f"end of the nudged run (t = {i * n_dt / DAY:.1f} days)")
-    save_figure(fig, out / "nudging_tendency.png")
-
-
 def config_from_file(path: str | Path | None, overrides: dict | None = None) -> NudgingQGConfig:
     """Read a TOML/JSON file of :class:`NudgingQGConfig` settings (see :func:`nemic.experiments.config.load_config`)."""
-    from nemic.experiments.config import load_config
-
     return load_config(NudgingQGConfig, path, overrides)
 
 

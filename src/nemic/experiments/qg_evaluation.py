@@ -13,44 +13,30 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 
-from nemic.core.errors import ConfigError
-from nemic.io.output import ensure_writable_dir, write_json
-
-
-def wasserstein1(a, b, presorted: bool = False) -> float:
-    """First Wasserstein distance between the empirical distributions of samples ``a`` and ``b`` (1-D).
-
-    ``W1 = int_0^1 |F_a^-1(p) - F_b^-1(p)| dp`` evaluated with the exact empirical quantile functions on a merged
-    grid (Villani 2009, Optimal Transport, Remark 2.19); same units as the samples. ``presorted``: ``a`` and ``b``
-    are already sorted 1-D arrays (saves the sorts for the millions of samples of a high-resolution run).
-    """
-    if not presorted:
-        a, b = np.sort(np.ravel(a)), np.sort(np.ravel(b))
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.size > b.size:
-        a, b = b, a
-    if b.size % a.size == 0:  # a's quantile steps are a subset of b's: the merged grid is b's
-        return float(np.mean(np.abs(np.repeat(a, b.size // a.size) - b)))
-    p = np.union1d(np.arange(1, a.size) / a.size, np.arange(1, b.size) / b.size)
-    p = np.concatenate([[0.0], p, [1.0]])
-    mid = (p[:-1] + p[1:]) / 2
-    qa = a[np.minimum((mid * a.size).astype(int), a.size - 1)]
-    qb = b[np.minimum((mid * b.size).astype(int), b.size - 1)]
-    return float(np.sum(np.abs(qa - qb) * np.diff(p)))
-
-
-def resolved_kmax(lo) -> float:
-    """Largest wavenumber (rad/m) the spectral distances use: where the model's exponential filter starts
-    (``kappa* = 0.65 pi``, about 2/3 of the Nyquist wavenumber), as in the benchmark's ``spectral_rmse``."""
-    return float(0.65 * np.pi / max(lo.dx, lo.dy))
+from nemic.core.errors import BlowUpError, ConfigError, DataError
+from nemic.core.rollout import simulate
+from nemic.data.qg_benchmark import load_dataset, load_hires
+from nemic.io.output import ensure_writable_dir, save_figure, write_json
+from nemic.metrics.qg_similarity import (  # noqa: F401  (re-exported: the scores of this recipe)
+    DISTRIBUTION_METRICS,
+    SPECTRAL_METRICS,
+    distances,
+    resolved_kmax,
+    similarity,
+    wasserstein1,
+)
+from nemic.models.qg import QGState
+from nemic.models.qg import diagnostics as dg
 
 
 def summarize(lo, q, closure=None) -> dict:
@@ -69,16 +55,13 @@ def summarize(lo, q, closure=None) -> dict:
 
 @eqx.filter_jit
 def _summarize(lo, q, closure):
-    from nemic.models.qg import diagnostics as dg
-    from nemic.models.qg.model import QGState
-
     ke = jax.lax.map(lambda x: dg.ke_spectrum(lo, x)[1], q).mean(0)
     ens = jax.lax.map(lambda x: dg.enstrophy_spectrum(lo, x)[1], q).mean(0)
 
     def budget(x):
         b = {k: v for k, v in dg.energy_budget(lo, x).items() if k != "kr"}
         if closure is not None:
-            dq = closure.tendency(QGState(q=x), 0.0).q
+            dq = lo.ifft(closure.closure_tendency(lo, QGState.from_q(x), 0.0).qh)
             p = dg.parameterization_energy_flux(lo, x, dq)
             b["KEflux"] = b["KEflux"] + p["KEflux"]
             b["APEflux"] = b["APEflux"] + p["APEflux"]
@@ -86,7 +69,7 @@ def _summarize(lo, q, closure):
 
     bud = jax.lax.map(budget, q)
     kr = jnp.asarray(dg.ke_spectrum(lo, q[0])[0])
-    _, _, wv2 = lo.grid(q.dtype)
+    _, _, wv2 = lo.wavenumbers(q.dtype)
 
     def fields(x):
         ph = lo.invert(lo.fft(x))
@@ -105,55 +88,17 @@ def _summarize(lo, q, closure):
     return out
 
 
-SPECTRAL_METRICS = ("KEspec1", "KEspec2", "Ensspec1", "Ensspec2", "KEflux", "APEflux", "APEgenspec",
-                    "KEfrictionspec")
-DISTRIBUTION_METRICS = ("q1", "q2", "u1", "u2", "v1", "v2", "KE1", "KE2", "Ens1", "Ens2")
-
-
-def distances(a: dict, b: dict) -> dict:
-    """Distance per metric between two :func:`summarize` results.
-
-    Spectra and budget terms: RMS difference of the time-mean isotropic curves over the resolved wavenumbers
-    ``kr < kmax`` (:func:`resolved_kmax`, the smaller of the two); marginal distributions (PV, velocities, kinetic
-    energy and squared relative vorticity of each layer, pooled over space and time): Wasserstein-1 distance. As
-    the benchmark's ``diagnostic_differences`` (Ross et al. 2023, section 3.3). The two summaries may come from
-    different resolutions of the same domain (their shells then coincide below kmax).
-    """
-    kmax = min(a.get("kmax", np.inf), b.get("kmax", np.inf))
-    sa, sb = np.asarray(a["kr"]) < kmax, np.asarray(b["kr"]) < kmax
-    if sa.sum() != sb.sum() or not np.allclose(np.asarray(a["kr"])[sa], np.asarray(b["kr"])[sb]):
-        raise ConfigError("the two summaries have different wavenumber shells below kmax (different domains?)")
-    d = {k: float(np.sqrt(np.mean((a[k][sa] - b[k][sb]) ** 2))) for k in SPECTRAL_METRICS}
-    d.update({k: wasserstein1(a[k], b[k], presorted=True) for k in DISTRIBUTION_METRICS})
-    return d
-
-
-def similarity(param: dict, low: dict, high: dict, low_distances: dict | None = None) -> dict:
-    """Similarity ``1 - D(param, HR) / D(LR, HR)`` per metric (Ross et al. 2023, eq. 9), with mean and minimum.
-
-    1 means the parameterized run matches the high-resolution run, 0 means no better than the unparameterized
-    low-resolution run, negative means worse. ``low_distances``: ``distances(low, high)`` if already computed.
-    """
-    dp = distances(param, high)
-    dl = distances(low, high) if low_distances is None else low_distances
-    s = {k: 1.0 - dp[k] / dl[k] if dl[k] > 0 else float("nan") for k in dp}
-    vals = [v for v in s.values() if np.isfinite(v)]
-    return {"per_metric": s, "mean": float(np.mean(vals)), "min": float(np.min(vals))}
-
-
 def run_closure(lo, closure, q0, *, dt: float, n_steps: int, save_every: int, spinup_steps: int = 0,
                 return_blowup: bool = False):
     """Free run of ``lo (+ closure)`` from ``q0``; returns the saved PV (n, 2, ny, nx) after ``spinup_steps``
     (and, with ``return_blowup``, the blow-up message or None). A run that blows up is scored on the part before
     the blow-up."""
-    import warnings
-
-    from nemic.core.errors import BlowUpError
-    from nemic.models.qg.model import QGState
-
     blew = None
+    proc = lo if closure is None else lo + closure
+    state0 = QGState.from_q(jnp.asarray(q0))
+    lo.check_timestep(state0, dt)
     try:
-        tr = lo.run(QGState(q=jnp.asarray(q0)), dt=dt, n_steps=n_steps, save_every=save_every, extra=closure)
+        tr = simulate(proc, None, state0, dt=dt, n_steps=n_steps, save_every=save_every, observe=lo.observe)
     except BlowUpError as e:
         warnings.warn(f"run blew up ({e}); scoring the part before the blow-up", RuntimeWarning, stacklevel=2)
         tr, blew = e.trajectory, str(e)
@@ -188,8 +133,6 @@ def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator:
             its full-resolution fields' distributions; "coarse": the coarse-grained snapshots of ``operator``
             analysed with the low-resolution model.
     """
-    from nemic.experiments.qg_subgrid import load_dataset, load_hires
-
     ds, lo = load_dataset(data_dir, operator)
     dt = float(ds.attrs["dt"])
     t = np.asarray(ds["time"].values, dtype=float)
@@ -246,8 +189,6 @@ def similarity_table(eval_dirs: Sequence[str | Path]) -> str:
     One column per configuration and protocol (evaluations that share them, e.g. new closures scored later with the
     same settings, whose deterministic uncorrected runs are identical, are merged), one row per closure.
     """
-    from nemic.core.errors import DataError
-
     cols, rows = [], {}
     for d in eval_dirs:
         path = Path(d) / "metrics.json"
@@ -267,11 +208,6 @@ def similarity_table(eval_dirs: Sequence[str | Path]) -> str:
 
 
 def _plots(out: Path, high: dict, summ: dict, runs: dict, q_hr) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     for ax, key, title in zip(axes, ("KEspec1", "KEspec2", "Ensspec1", "KEflux"),
                               ("upper-layer KE spectrum", "lower-layer KE spectrum", "upper-layer enstrophy spectrum",
@@ -286,8 +222,7 @@ def _plots(out: Path, high: dict, summ: dict, runs: dict, q_hr) -> None:
         ax.set_xlabel("isotropic wavenumber (rad/m)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "spectra.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "spectra.png", dpi=100)
     names = ["hr_coarse"] + list(runs)
     fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3))
     fields = [q_hr[-1, 0]] + [runs[n][-1, 0] for n in runs]
@@ -298,5 +233,4 @@ def _plots(out: Path, high: dict, summ: dict, runs: dict, q_hr) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(out / "snapshots.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "snapshots.png", dpi=100)

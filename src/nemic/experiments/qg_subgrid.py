@@ -23,15 +23,37 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from nemic.core.errors import ConfigError
-from nemic.io.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
-from nemic.io.progress import progress_bar
+from nemic.core.errors import ConfigError, DataError
+from nemic.core.rollout import rollout, simulate
 from nemic.data.coarsen import OPERATORS, Coarsener, forcing_dataset
-from nemic.models.qg import SECONDS_PER_YEAR, get_config
+from nemic.data.qg_benchmark import last_snapshot, load_dataset, load_hires, model_from_attrs  # noqa: F401
+from nemic.experiments.qg_evaluation import (  # noqa: F401  (the evaluation half of the recipe, re-exported)
+    DISTRIBUTION_METRICS,
+    SPECTRAL_METRICS,
+    distances,
+    evaluate,
+    resolved_kmax,
+    run_closure,
+    similarity,
+    similarity_table,
+    start_indices,
+    summarize,
+    wasserstein1,
+)
+from nemic.io.output import atomic_write, ensure_writable_dir, to_xarray, write_json, write_netcdf
+from nemic.io.progress import progress as progress_reporter
+from nemic.io.progress import progress_bar
+from nemic.models.qg import SECONDS_PER_YEAR, QGState, get_config
+from nemic.models.qg import diagnostics as dg
+from nemic.nn.conv import CircularCNN
+from nemic.processes.qg_closures import CNNClosure
+from nemic.train.loop import TrainingDivergedError
 
 
 def steps_for(years: float, dt: float) -> int:
@@ -70,8 +92,11 @@ def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx
         raise ConfigError(f"{years} years at dt={dt} s is fewer steps than save_every={save_every}")
     out = ensure_writable_dir(out)
     t0 = time.perf_counter()
-    state0 = hi.random_state(jax.random.key(seed)) if q0 is None else hi.initial_state(q0)
-    traj = hi.run(state0, dt=dt, n_steps=n_total, save_every=save_every, progress=progress and "spin-up")
+    state0 = hi.initial_state(jax.random.key(seed)) if q0 is None else hi.initial_state(q=q0)
+    hi.check_timestep(state0, dt)
+    with progress_reporter("spin-up", enabled=bool(progress)) as report:
+        traj = simulate(hi, None, state0, dt=dt, n_steps=n_total, save_every=save_every, observe=hi.observe,
+                        progress=report)
     wall = time.perf_counter() - t0
     keep = np.asarray(traj.t) >= spinup_years * SECONDS_PER_YEAR - 1e-6
     t = np.asarray(traj.t)[keep]
@@ -79,10 +104,10 @@ def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx
     attrs = {"config": config, "dt": dt, "years": years, "spinup_years": spinup_years, "seed": seed}
     files = {}
     if write_hires:
-        ds = to_xarray(traj.take(len(traj)), attrs={**attrs, **{f"hi_{k}": v for k, v in hi.params().items()}})
+        ds = to_xarray(traj.take(len(traj)), attrs={**attrs, **hi.to_attrs("hi_")})
         files["hires"] = str(write_netcdf(ds, out / "hires.nc"))
     for op in operators:
-        ds = forcing_dataset(Coarsener(hi, lo, op), t, q, attrs=attrs)
+        ds = forcing_dataset(Coarsener(hi, lo, op), hi, lo, t, q, attrs=attrs)
         files[op] = str(write_netcdf(ds, out / f"{op}.nc"))
     summary = {"config": config, "years": years, "steps": n_total, "dt": dt, "nx_hi": nx_hi, "nx_lo": nx_lo,
                "snapshots": int(keep.sum()), "wall_s": wall, "ms_per_step": 1e3 * wall / n_total,
@@ -92,74 +117,6 @@ def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx
 
 
 # ====================================================================== data
-def last_snapshot(path: str | Path) -> np.ndarray:
-    """The last PV snapshot (2, ny, nx) of a ``hires.nc`` written by :func:`generate` (to restart a run)."""
-    import xarray as xr
-
-    from nemic.core.errors import DataError
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"restart file '{path}' does not exist")
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        if "q" not in ds or ds["q"].ndim != 4:
-            raise DataError(f"restart file '{path}' has no variable q (time, lev, y, x)")
-        return np.asarray(ds["q"].isel(time=-1).values)
-
-
-def load_dataset(data_dir: str | Path, operator: str = "op1"):
-    """Open ``DIR/<operator>.nc`` (checked for the required variables) and rebuild the low-resolution model.
-
-    Returns ``(ds, lo)``.
-    """
-    from nemic.data.coarsen import load_forcing_dataset
-
-    if operator not in OPERATORS:
-        raise ConfigError(f"unknown coarse-graining operator {operator!r}; choose one of {list(OPERATORS)}")
-    ds = load_forcing_dataset(Path(data_dir) / f"{operator}.nc")
-    return ds, model_from_attrs(ds.attrs, "lo", Path(data_dir) / f"{operator}.nc")
-
-
-def model_from_attrs(attrs, prefix: str, path):
-    """Rebuild the :class:`~nemic.models.qg.TwoLayerQG` whose parameters a dataset stores as ``<prefix>_<name>``
-    attributes (as :func:`generate` writes them); ``DataError`` naming ``path`` if one is missing."""
-    from nemic.core.errors import DataError
-    from nemic.models.qg import TwoLayerQG
-
-    a = attrs
-    try:
-        return TwoLayerQG(nx=int(a[f"{prefix}_nx"]), ny=int(a[f"{prefix}_ny"]), L=float(a[f"{prefix}_L"]),
-                          W=float(a[f"{prefix}_W"]),
-                          **{k: float(a[f"{prefix}_{k}"]) for k in ("rek", "beta", "rd", "delta", "H1", "U1", "U2",
-                                                                      "filterfac")})
-    except KeyError as e:
-        raise DataError(f"dataset '{path}' lacks the model attribute {e.args[0]!r}") from None
-
-
-def load_hires(data_dir: str | Path, t_start: float = 0.0):
-    """High-resolution PV snapshots at times >= ``t_start`` (s) from ``DIR/hires.nc`` and the model that made them.
-
-    Returns ``(q (n, 2, ny, nx), hi)``. Raises ``DataError`` when the file or its variables are missing.
-    """
-    import xarray as xr
-
-    from nemic.core.errors import DataError
-
-    path = Path(data_dir) / "hires.nc"
-    if not path.exists():
-        raise DataError(f"'{path}' does not exist (written by `nemic qg generate` unless write_hires=False); "
-                        "use target='coarse' to score against the coarse-grained data only")
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        if "q" not in ds or ds["q"].ndim != 4:
-            raise DataError(f"'{path}' has no variable q (time, lev, y, x)")
-        hi = model_from_attrs(ds.attrs, "hi", path)
-        keep = np.asarray(ds["time"].values, dtype=float) >= t_start - 1e-6
-        q = np.asarray(ds["q"].values[keep])
-    if q.shape[0] == 0:
-        raise DataError(f"'{path}' has no snapshot at or after t = {t_start:g} s")
-    return q, hi
-
-
 def scales(ds) -> tuple[np.ndarray, np.ndarray]:
     """Per-layer standard deviations (2,) of ``q`` and ``q_subgrid_forcing`` (normalisation of the CNN)."""
     q = ds["q"].values
@@ -171,9 +128,6 @@ def scales(ds) -> tuple[np.ndarray, np.ndarray]:
 def make_cnn_closure(in_scale, out_scale, *, widths=(64, 64, 32, 32), kernel_sizes=None, key=None,
                      zero_init_last: bool = False):
     """A :class:`~nemic.processes.qg_closures.CNNClosure` around a zero-mean :class:`~nemic.nn.conv.CircularCNN`."""
-    from nemic.nn.conv import CircularCNN
-    from nemic.processes.qg_closures import CNNClosure
-
     key = jax.random.key(0) if key is None else key
     net = CircularCNN(2, 2, widths=tuple(widths), kernel_sizes=None if kernel_sizes is None else tuple(kernel_sizes),
                       zero_mean=True, zero_init_last=zero_init_last, key=key)
@@ -182,10 +136,6 @@ def make_cnn_closure(in_scale, out_scale, *, widths=(64, 64, 32, 32), kernel_siz
 
 def save_closure(closure, hyper: dict, out: str | Path) -> Path:
     """Save a CNN closure: ``closure.eqx`` (``eqx.tree_serialise_leaves``) + ``closure.json`` (hyperparameters)."""
-    import equinox as eqx
-
-    from nemic.io.output import atomic_write
-
     out = ensure_writable_dir(out)
     leaves = [x for x in jax.tree_util.tree_leaves(closure) if eqx.is_inexact_array(x)]
     hyper = {**hyper, "dtype": jnp.dtype(leaves[0].dtype).name}
@@ -196,10 +146,6 @@ def save_closure(closure, hyper: dict, out: str | Path) -> Path:
 
 def load_closure(path: str | Path):
     """Load a closure saved by :func:`save_closure` (directory holding closure.json and closure.eqx)."""
-    import equinox as eqx
-
-    from nemic.core.errors import DataError
-
     path = Path(path)
     if not (path / "closure.json").exists() or not (path / "closure.eqx").exists():
         raise DataError(f"'{path}' is not a saved closure (expected closure.json and closure.eqx)")
@@ -218,8 +164,6 @@ def load_closure(path: str | Path):
 
 # ====================================================================== training
 def _finite_loss(loss, step: int, what: str) -> float:
-    from nemic.train.loop import TrainingDivergedError
-
     loss = float(loss)
     if not np.isfinite(loss):
         raise TrainingDivergedError(f"{what}: loss became {loss} at step {step}; lower the learning rate")
@@ -232,11 +176,6 @@ def train_offline(closure, ds, *, steps: int = 1000, batch: int = 16, lr: float 
 
     Loss: ``mean(((net(q / s_q) - S / s_S))^2)`` with the closure's scales; the targets come from the dataset.
     """
-    import equinox as eqx
-    import optax
-
-    from nemic.models.qg.model import QGState
-
     key = jax.random.key(1) if key is None else key
     q = jnp.asarray(ds["q"].values)
     S = jnp.asarray(ds[target].values)
@@ -250,7 +189,7 @@ def train_offline(closure, ds, *, steps: int = 1000, batch: int = 16, lr: float 
 
     def loss_fn(p, qb, Sb):
         c = rebuild(p)
-        pred = jax.vmap(lambda x: c.tendency(QGState(q=x), 0.0).q)(qb)
+        pred = jax.vmap(c.forcing)(qb)
         return jnp.mean(((pred - Sb) / c.out_scale[:, None, None]) ** 2)
 
     @jax.jit
@@ -275,12 +214,10 @@ def train_offline(closure, ds, *, steps: int = 1000, batch: int = 16, lr: float 
 def online_rollout(closure, lo, q_ref, dt: float, save_every: int):
     """States (h, 2, ny, nx) of a rollout of ``lo + closure`` from ``q_ref[0]`` at the times of ``q_ref[1:]``
     (spaced ``save_every`` steps), with checkpointing (for gradients through long rollouts)."""
-    from nemic.core.rollout import rollout
-    from nemic.models.qg.model import QGState
-
     n = (q_ref.shape[0] - 1) * save_every
-    tr = rollout(lo + closure, lo.stepper(), QGState(q=q_ref[0]), dt=dt, n_steps=n, save_every=save_every,
-                 checkpoint=True, detect_blowup=False)
+    hybrid = lo + closure
+    tr = rollout(hybrid, hybrid.default_stepper(), QGState.from_q(q_ref[0]), dt=dt, n_steps=n,
+                 save_every=save_every, checkpoint=True, detect_blowup=False, observe=lo.observe)
     return tr.states.q[1:]
 
 
@@ -296,8 +233,6 @@ def spectrum_loss(lo, q, q_ref):
     """Mean squared difference of the logarithms of the mean KE spectra of two sets of PV fields (..., 2, ny,
     nx), both layers, over the resolved wavenumbers (``kr < resolved_kmax``): a differentiable climate-statistics
     term for online training (it rewards the right energy at each scale rather than the right phase)."""
-    from nemic.models.qg import diagnostics as dg
-
     def mean_spec(x):
         x = x.reshape((-1,) + x.shape[-3:])
         kr, S = dg.ke_spectrum(lo, x[0])
@@ -320,9 +255,6 @@ def train_online(closure, lo, ds, *, steps: int = 200, horizon: int = 4, batch: 
     The snapshot spacing and timestep come from the dataset (``save_every`` steps of ``dt``). Returns
     ``(closure, losses)``.
     """
-    import equinox as eqx
-    import optax
-
     if spectrum_weight < 0:
         raise ConfigError(f"spectrum_weight must be >= 0, got {spectrum_weight}")
     key = jax.random.key(2) if key is None else key
@@ -369,19 +301,3 @@ def train_online(closure, lo, ds, *, steps: int = 200, horizon: int = 4, batch: 
                 losses.append((i, _finite_loss(loss, i, "online training")))
                 pb.update(task, completed=i + 1, info=f"loss {losses[-1][1]:.4g}")
     return rebuild(params), losses
-
-
-# the evaluation half of the recipe lives in its own module; its names stay importable from here
-from nemic.experiments.qg_evaluation import (  # noqa: E402, F401
-    DISTRIBUTION_METRICS,
-    SPECTRAL_METRICS,
-    distances,
-    evaluate,
-    resolved_kmax,
-    run_closure,
-    similarity,
-    similarity_table,
-    start_indices,
-    summarize,
-    wasserstein1,
-)

@@ -1,4 +1,4 @@
-"""Subgrid closures of the two-layer QG model as Processes (tendencies of PV, s^-2).
+"""Subgrid closures of the two-layer QG model (tendencies of the spectral PV, s^-2).
 
 * :class:`Smagorinsky`: eddy viscosity ``nu = (C dx)^2 |S|`` on the layer velocities (Smagorinsky 1963, Mon. Wea.
   Rev. 91, 99, doi:10.1175/1520-0493(1963)091<0099:GCEWTP>2.3.CO;2), as pyqg's ``Smagorinsky`` parameterization:
@@ -11,7 +11,10 @@
 * :class:`CNNClosure`: a neural network mapping normalised PV to normalised subgrid forcing (Ross et al. 2023
   "FCNN"; Guillaumin & Zanna 2021, JAMES 13, e2021MS002474, doi:10.1029/2021MS002474).
 
-Add a closure to the low-resolution model: ``model + Smagorinsky(model)``.
+Each closure holds the model's static grid (a :class:`~nemic.models.qg.grid.QGGrid`) and its own parameters,
+never the model: add it with ``model + Smagorinsky(model.grid)``; the model passes itself (its inversion and layer
+depths) to :meth:`~nemic.models.qg.model.AbstractQGClosure.closure_tendency`, as pyqg passes the model to its
+parameterizations, so the hybrid's pytree holds each physical parameter once.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from nemic.core.process import AbstractProcess
-from nemic.models.qg.model import QGState, TwoLayerQG
+from nemic.models.qg.grid import QGGrid, as_grid
+from nemic.models.qg.model import AbstractQGClosure, QGState, TwoLayerQG
 
 
-def _strain(model: TwoLayerQG, q):
-    k, l, _ = model.grid(q.dtype)
-    ph = model.invert(model.fft(q))
+def _strain(model: TwoLayerQG, qh):
+    k, l, _ = model.wavenumbers(jnp.real(qh).dtype)
+    ph = model.invert(qh)
     # velocities pass through physical space (as in pyqg), which drops the Nyquist parts of the derivatives
     uvh = model.fft(jnp.concatenate(model.velocities(ph)))
     uh, vh = uvh[:2], uvh[2:]
@@ -36,39 +39,41 @@ def _strain(model: TwoLayerQG, q):
     return S[:2], S[2:4], S[4:], ph
 
 
-def _smagorinsky_viscosity(model: TwoLayerQG, Sxx, Syy, Sxy, constant):
+def _smagorinsky_viscosity(dx: float, Sxx, Syy, Sxy, constant):
     """``(C dx)^2 sqrt(2 (Sxx^2 + Syy^2 + 2 Sxy^2))`` (2, ny, nx), m^2/s."""
-    return (constant * model.dx) ** 2 * jnp.sqrt(2 * (Sxx**2 + Syy**2 + 2 * Sxy**2))
+    return (constant * dx) ** 2 * jnp.sqrt(2 * (Sxx**2 + Syy**2 + 2 * Sxy**2))
 
 
-class Smagorinsky(AbstractProcess):
+class Smagorinsky(AbstractQGClosure):
     """Smagorinsky eddy viscosity as a PV tendency (pyqg's ``Smagorinsky``, default ``constant = 0.1``).
 
     Args:
-        model: the (low-resolution) model whose grid and inversion are used.
+        grid: the (low-resolution) model's grid (or the model, whose grid is taken).
         constant: the Smagorinsky constant C (non-dimensional; an array field, so it can be calibrated).
     """
 
-    model: TwoLayerQG
+    grid: QGGrid = eqx.field(static=True)
     constant: jax.Array
 
-    def __init__(self, model: TwoLayerQG, constant=0.1):
-        self.model = model
+    def __init__(self, grid: Any, constant=0.1):
+        self.grid = as_grid(grid)
         self.constant = jnp.asarray(constant, dtype=float)
 
-    def tendency(self, state: QGState, t: Any, key: Any = None) -> QGState:
-        m, q = self.model, state.q
-        k, l, _ = m.grid(q.dtype)
-        Sxx, Syy, Sxy, _ = _strain(m, q)
-        nu = _smagorinsky_viscosity(m, Sxx, Syy, Sxy, jnp.asarray(self.constant, q.dtype))
-        f = m.fft(jnp.concatenate([nu * Sxx, nu * Sxy, nu * Syy]))
+    def closure_tendency(self, model: TwoLayerQG, state: QGState, t: Any, key: Any = None) -> QGState:
+        qh = state.qh
+        dt = jnp.real(qh).dtype
+        k, l, _ = model.wavenumbers(dt)
+        Sxx, Syy, Sxy, _ = _strain(model, qh)
+        nu = _smagorinsky_viscosity(model.dx, Sxx, Syy, Sxy, jnp.asarray(self.constant, dt))
+        f = model.fft(jnp.concatenate([nu * Sxx, nu * Sxy, nu * Syy]))
         # the velocity tendencies pass through physical space, as in pyqg (same treatment of Nyquist modes)
-        duv = m.ifft(jnp.concatenate([2 * (1j * k * f[:2] + 1j * l * f[2:4]), 2 * (1j * k * f[2:4] + 1j * l * f[4:])]))
-        duvh = m.fft(duv)
-        return QGState(q=m.ifft(1j * k * duvh[2:] - 1j * l * duvh[:2]))
+        duv = model.ifft(jnp.concatenate([2 * (1j * k * f[:2] + 1j * l * f[2:4]),
+                                          2 * (1j * k * f[2:4] + 1j * l * f[4:])]))
+        duvh = model.fft(duv)
+        return QGState(qh=1j * k * duvh[2:] - 1j * l * duvh[:2])
 
 
-class BackscatterBiharmonic(AbstractProcess):
+class BackscatterBiharmonic(AbstractQGClosure):
     """Biharmonic Smagorinsky dissipation with energy backscatter (pyqg's ``BackscatterBiharmonic``).
 
     ``dissipation = -lap(dx^2 nu lap^2 psi)`` with ``nu`` the Smagorinsky viscosity (constant ``smag_constant``);
@@ -76,59 +81,71 @@ class BackscatterBiharmonic(AbstractProcess):
     so the backscatter returns the fraction ``c_b = back_constant`` of the energy the dissipation removes.
 
     Args:
-        model: the (low-resolution) model.
+        grid: the (low-resolution) model's grid (or the model).
         smag_constant: 0.08 by default; back_constant: 0.99 by default (pyqg's values).
     """
 
-    model: TwoLayerQG
+    grid: QGGrid = eqx.field(static=True)
     smag_constant: jax.Array
     back_constant: jax.Array
     eps: float = eqx.field(static=True, default=1e-32)
 
-    def __init__(self, model: TwoLayerQG, smag_constant=0.08, back_constant=0.99, eps: float = 1e-32):
-        self.model = model
+    def __init__(self, grid: Any, smag_constant=0.08, back_constant=0.99, eps: float = 1e-32):
+        self.grid = as_grid(grid)
         self.smag_constant = jnp.asarray(smag_constant, dtype=float)
         self.back_constant = jnp.asarray(back_constant, dtype=float)
         self.eps = eps
 
-    def tendency(self, state: QGState, t: Any, key: Any = None) -> QGState:
-        m, q = self.model, state.q
-        dt = q.dtype
-        _, _, wv2 = m.grid(dt)
-        Sxx, Syy, Sxy, ph = _strain(m, q)
-        nu = _smagorinsky_viscosity(m, Sxx, Syy, Sxy, jnp.asarray(self.smag_constant, dt))
-        psi_lap2 = m.ifft(jnp.concatenate([ph, wv2**2 * ph]))
+    def closure_tendency(self, model: TwoLayerQG, state: QGState, t: Any, key: Any = None) -> QGState:
+        qh = state.qh
+        dt = jnp.real(qh).dtype
+        _, _, wv2 = model.wavenumbers(dt)
+        Sxx, Syy, Sxy, ph = _strain(model, qh)
+        nu = _smagorinsky_viscosity(model.dx, Sxx, Syy, Sxy, jnp.asarray(self.smag_constant, dt))
+        lap2ph = wv2**2 * ph
+        psi_lap2 = model.ifft(jnp.concatenate([ph, lap2ph]))
         psi, lap2psi = psi_lap2[:2], psi_lap2[2:]
-        dissipation = m.ifft(wv2 * m.fft(lap2psi * m.dx**2 * nu))
-        Hi = jnp.asarray(m.Hi, dt)
+        dissipation_h = wv2 * model.fft(lap2psi * model.dx**2 * nu)
+        dissipation = model.ifft(dissipation_h)
+        Hi = jnp.asarray(model.Hi, dt)
         num = jnp.sum(Hi * jnp.mean(psi * dissipation, axis=(-2, -1)))
         den = jnp.sum(Hi * jnp.mean(psi * lap2psi, axis=(-2, -1))) + self.eps
-        backscatter = -jnp.asarray(self.back_constant, dt) * lap2psi * (num / den)
-        return QGState(q=dissipation + backscatter)
+        return QGState(qh=dissipation_h - jnp.asarray(self.back_constant, dt) * (num / den) * lap2ph)
 
 
-class CNNClosure(AbstractProcess):
-    """A neural network as a PV closure: ``dq/dt = out_scale * net(q / in_scale)``.
+class CNNClosure(AbstractQGClosure):
+    """A neural network as a PV closure: ``dq/dt = out_scale * net(q / in_scale)`` (physical space).
 
     Args:
         net: a module mapping (2, ny, nx) to (2, ny, nx) (e.g. :class:`nemic.nn.conv.CircularCNN` with
             ``zero_mean=True``, so the domain integral of PV in each layer is conserved).
         in_scale: PV scale per layer (2,), s^-1 (e.g. the training data's standard deviation).
         out_scale: forcing scale per layer (2,), s^-2.
+        grid: the grid it is meant for, or ``None`` (a convolutional network runs on any grid).
+
+    It needs nothing from the model, so it is also a plain process (``tendency``).
     """
 
     net: Any
     in_scale: jax.Array
     out_scale: jax.Array
+    grid: QGGrid | None = eqx.field(static=True)
 
-    def __init__(self, net: Any, in_scale, out_scale):
+    def __init__(self, net: Any, in_scale, out_scale, grid: Any = None):
         self.net = net
         self.in_scale = jnp.asarray(in_scale, dtype=float).reshape(2)
         self.out_scale = jnp.asarray(out_scale, dtype=float).reshape(2)
+        self.grid = None if grid is None else as_grid(grid)
 
-    def tendency(self, state: QGState, t: Any, key: Any = None) -> QGState:
-        q = state.q
+    def forcing(self, q):
+        """The closure's PV forcing (2, ny, nx), s^-2, of physical PV ``q`` (2, ny, nx), s^-1."""
         dt = q.dtype
         x = q / jax.lax.stop_gradient(jnp.asarray(self.in_scale, dt))[:, None, None]
         y = self.net(x).astype(dt)
-        return QGState(q=y * jax.lax.stop_gradient(jnp.asarray(self.out_scale, dt))[:, None, None])
+        return y * jax.lax.stop_gradient(jnp.asarray(self.out_scale, dt))[:, None, None]
+
+    def tendency(self, state: QGState, t: Any, key: Any = None) -> QGState:
+        return QGState.from_q(self.forcing(state.q))
+
+    def closure_tendency(self, model: TwoLayerQG, state: QGState, t: Any, key: Any = None) -> QGState:
+        return self.tendency(state, t, key)

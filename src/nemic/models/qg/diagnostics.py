@@ -69,7 +69,7 @@ def layer_enstrophy(q) -> jnp.ndarray:
 
 def ke_spectrum_2d(model: TwoLayerQG, q):
     """Kinetic-energy density of each layer on the rfft2 grid (2, ny, nk): ``wv2 |ph|^2 / (2 M^2)``."""
-    _, _, wv2 = model.grid(q.dtype)
+    _, _, wv2 = model.wavenumbers(q.dtype)
     ph = model.invert(model.fft(q))
     return wv2 * jnp.abs(ph) ** 2 / (2 * float(model.M) ** 2)
 
@@ -108,7 +108,7 @@ def energy_budget(model: TwoLayerQG, q, isotropic: bool = True) -> dict:
     :func:`spectral.rfft_weights`) is the term's contribution to dE/dt.
     """
     dt = q.dtype
-    k, _, wv2 = model.grid(dt)
+    k, _, wv2 = model.wavenumbers(dt)
     qh = model.fft(q)
     ph = model.invert(qh)
     u, v = model.velocities(ph)
@@ -139,7 +139,7 @@ def parameterization_energy_flux(model: TwoLayerQG, q, dq, isotropic: bool = Tru
     :func:`energy_budget`; returns ``{"KEflux": ..., "APEflux": ...}`` (+ ``kr`` if isotropic).
     """
     dt = q.dtype
-    _, _, wv2 = model.grid(dt)
+    _, _, wv2 = model.wavenumbers(dt)
     ph = model.invert(model.fft(q))
     dph = model.invert(model.fft(dq))
     F1, F2 = jnp.asarray(model.F1, dt), jnp.asarray(model.F2, dt)
@@ -160,5 +160,5 @@ def energy_budget_totals(model: TwoLayerQG, q) -> dict:
 
 def filter_dissipation(model: TwoLayerQG, q, dt: float):
     """Energy removed by one application of the exponential filter, divided by ``dt``: ``(E(Fq) - E(q)) / dt``."""
-    return (total_energy(model, model.spectral_filter(QGState(q=q)).q) - total_energy(model, q)) / dt
+    return (total_energy(model, model.spectral_filter(QGState.from_q(q)).q) - total_energy(model, q)) / dt
 
