@@ -57,14 +57,14 @@ def timed(fn, *args, repeats=5):
 def initial_q(m, dtype):
     key = jax.random.key(0)
     q = jax.random.normal(key, (2, m.ny, m.nx))
-    _, _, wv2 = m.grid()
+    _, _, wv2 = m.wavenumbers()
     q = m.ifft(m.fft(q) * jnp.exp(-wv2 * (5e4) ** 2 / 2))
     return (q / jnp.std(q) * 3e-6).astype(dtype)
 
 
 def nemic_runner(m, n):
-    step = m.stepper()
-    return jax.jit(lambda q: rollout(m, step, QGState(q=q), dt=DT, n_steps=n, save_every=n,
+    step = m.default_stepper()
+    return jax.jit(lambda q: rollout(m, step, QGState.from_q(q), dt=DT, n_steps=n, save_every=n,
                                      detect_blowup=False).final.q)
 
 
@@ -200,7 +200,7 @@ def main():
         q0 = initial_q(m, jnp.float64)
         for n in ((100,) if args.quick else (100, 1000)):
             def fwd(q, _n=n, _m=m):
-                return jnp.sum(rollout(_m, _m.stepper(), QGState(q=q), dt=DT, n_steps=_n, save_every=_n,
+                return jnp.sum(rollout(_m, _m.default_stepper(), QGState.from_q(q), dt=DT, n_steps=_n, save_every=_n,
                                        checkpoint=True, detect_blowup=False).final.q ** 2)
 
             fwd_j = jax.jit(fwd)
@@ -211,7 +211,7 @@ def main():
                  "grad_peak_bytes": peak_temp_bytes(jax.grad(fwd), q0),
                  "grad_peak_bytes_no_checkpoint": peak_temp_bytes(
                      jax.grad(lambda q, _n=n, _m=m: jnp.sum(rollout(
-                         _m, _m.stepper(), QGState(q=q), dt=DT, n_steps=_n, save_every=_n,
+                         _m, _m.default_stepper(), QGState.from_q(q), dt=DT, n_steps=_n, save_every=_n,
                          detect_blowup=False).final.q ** 2)), q0)}
             results["gradient"].append(g)
             print(g, flush=True)

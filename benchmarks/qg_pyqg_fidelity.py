@@ -41,7 +41,7 @@ np.save(spec["out"], np.asarray(m.q))
 
 def smooth_q0(m, seed=0):
     q = jax.random.normal(jax.random.key(seed), (2, m.ny, m.nx))
-    _, _, wv2 = m.grid()
+    _, _, wv2 = m.wavenumbers()
     q = m.ifft(m.fft(q) * jnp.exp(-wv2 * (5e4) ** 2 / 2))
     return np.asarray(q / jnp.std(q) * 3e-6)
 
@@ -69,7 +69,7 @@ def main() -> None:
                 (tmp / "spec.json").write_text(json.dumps(spec))
                 subprocess.run([args.pyqg_python, "-c", PYQG_RUN, str(tmp / "spec.json")], check=True)
                 ref = np.load(tmp / "q_pyqg.npy")
-                ours = np.asarray(rollout(m, m.stepper(), QGState(q=jnp.asarray(q0)), dt=3600.0,
+                ours = np.asarray(rollout(m, m.default_stepper(), QGState.from_q(jnp.asarray(q0)), dt=3600.0,
                                           n_steps=args.steps, save_every=args.steps).final.q)
                 scale = np.max(np.abs(ref))
                 row = {"config": cfg, "nx": nx, "steps": args.steps,

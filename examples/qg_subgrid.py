@@ -17,6 +17,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 
 from nemic.experiments import qg_subgrid as ex  # noqa: E402
+from nemic.core.rollout import simulate  # noqa: E402
 from nemic.models.qg import SECONDS_PER_YEAR, QGState, get_config  # noqa: E402
 from nemic.models.qg import diagnostics as dg  # noqa: E402
 from nemic.processes.qg_closures import BackscatterBiharmonic, Smagorinsky  # noqa: E402
@@ -27,10 +28,10 @@ out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/qg_example")
 m = get_config("eddy", nx=64)
 key = jax.random.key(0)
 q = jax.random.normal(key, (2, 64, 64))
-_, _, wv2 = m.grid()
+_, _, wv2 = m.wavenumbers()
 q = m.ifft(m.fft(q) * jnp.exp(-wv2 * (4e4) ** 2 / 2))
 q0 = q / jnp.std(q) * jnp.asarray([6e-6, 1e-6])[:, None, None]
-traj = m.run(QGState(q=q0), dt=3600.0, n_steps=480, save_every=48)
+traj = simulate(m, None, QGState.from_q(q0), dt=3600.0, n_steps=480, save_every=48, observe=m.observe)
 for t, qi in zip(traj.t, traj.states.q):
     b = dg.energy_budget_totals(m, qi)
     print(f"day {float(t) / 86400:5.1f}  KE {float(dg.kinetic_energy(m, qi)):.3e} m2/s2  "
@@ -52,7 +53,7 @@ cnn_online, losses = ex.train_online(cnn, lo, ds, steps=20, horizon=2, batch=4, 
 print("online loss:", " -> ".join(f"{v:.4f}" for _, v in losses))
 
 # 4. similarity 1 - D(param, HR) / D(LR, HR) over spectra, budget terms and distributions
-metrics = ex.evaluate(out / "data", {"smagorinsky": Smagorinsky(lo), "backscatter": BackscatterBiharmonic(lo),
+metrics = ex.evaluate(out / "data", {"smagorinsky": Smagorinsky(lo.grid), "backscatter": BackscatterBiharmonic(lo.grid),
                                      "cnn_offline": cnn, "cnn_online": cnn_online}, out / "eval")
 for name, s in metrics["closures"].items():
     print(f"{name:>12}: similarity mean {s['mean']:+.3f}, min {s['min']:+.3f}")
