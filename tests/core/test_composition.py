@@ -87,3 +87,19 @@ def test_states_that_cannot_be_stepped(state):
 def test_wrong_size_state_for_a_fixed_grid():
     with pytest.raises(DataError, match="K = 8"):
         rollout(Lorenz96(8.0, K=8), RK4(), Lorenz96State(x=jnp.ones(6)), dt=0.01, n_steps=2)
+
+
+def test_model_plus_terms_keeps_the_models_default_stepper():
+    from nemic.core import simulate
+    from nemic.models.ebm import DiffusiveEBM
+
+    ebm = DiffusiveEBM(num_lat=12)
+    combo = ebm + forcing
+    assert isinstance(combo, ImplicitExplicit)
+    assert type(combo.default_stepper()) is type(ebm.default_stepper())
+    s0 = ebm.initial_state()
+    a = simulate(combo, None, s0, dt=86400.0, n_steps=4)
+    b = simulate(combo, ebm.default_stepper(), s0, dt=86400.0, n_steps=4)
+    np.testing.assert_array_equal(a.states.Ts, b.states.Ts)
+    with pytest.raises(ConfigError, match="no default stepper"):
+        simulate(Decay(1.0) + forcing, None, jnp.ones(2), dt=0.1, n_steps=2)

@@ -120,3 +120,15 @@ def test_observe_saves_derived_fields_and_jit_grad_through_noise():
     eps = 1e-6
     fd = (loss(0.3 + eps) - loss(0.3 - eps)) / (2 * eps)
     np.testing.assert_allclose(g, fd, rtol=1e-5)
+
+
+def test_ensemble_in_chunks_equals_full_vectorisation():
+    model = Lorenz96(8.0, K=8) + AR1Noise(0.3, 0.9, field="x")
+    s0 = Lorenz96State(x=8.0 + jnp.sin(jnp.arange(8.0)))
+    keys = jax.random.split(jax.random.key(0), 6)
+    full = ensemble_rollout(model, RK4(), s0, keys=keys, dt=0.01, n_steps=20, save_every=10)
+    for bs in (1, 4):
+        chunked = ensemble_rollout(model, RK4(), s0, keys=keys, dt=0.01, n_steps=20, save_every=10, batch_size=bs)
+        np.testing.assert_allclose(chunked.states.x, full.states.x, rtol=1e-12)
+    with pytest.raises(ConfigError, match="batch_size"):
+        ensemble_rollout(model, RK4(), s0, keys=keys, dt=0.01, n_steps=20, batch_size=0)

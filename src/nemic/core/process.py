@@ -144,7 +144,16 @@ def compose(*processes: AbstractProcess) -> AbstractProcess:
             explicit.extend(_terms(p))
     if not explicit:
         return implicit
-    return ImplicitExplicit(Sum(tuple(explicit)) if len(explicit) > 1 else explicit[0], implicit)
+    # keep the model's own stepper choice, so simulate(model + terms, None, ...) steps as the model would
+    source = imex[0] if imex else None
+    default = None
+    if source is not None:
+        try:
+            default = source.default_stepper()
+        except ConfigError:
+            default = None
+    return ImplicitExplicit(Sum(tuple(explicit)) if len(explicit) > 1 else explicit[0], implicit,
+                            default=default)
 
 
 def split_key(key: Any, n: int) -> tuple[Any, ...]:
@@ -243,10 +252,19 @@ class ImplicitExplicit(AbstractProcess):
     """A right-hand side split into an explicit part and an implicitly treated part (for IMEX steppers).
 
     Its tendency is the sum of both, so explicit steppers can use it too. Randomness lives in the explicit part.
+    ``default`` is the stepper :meth:`default_stepper` returns (set by :func:`compose` to the model's own).
     """
 
     explicit: AbstractProcess
     implicit: AbstractImplicitProcess
+    default: Any = None
+
+    def default_stepper(self) -> Any:
+        """The stepper of the model these terms were added to."""
+        if self.default is None:
+            raise ConfigError("this implicit-explicit process has no default stepper: pass one "
+                              "(e.g. nemic.core.IMEXSIL3())")
+        return self.default
 
     def __check_init__(self):
         if not isinstance(self.implicit, AbstractImplicitProcess):
@@ -271,4 +289,4 @@ class ImplicitExplicit(AbstractProcess):
     def bind_noise(self, noise):
         if noise is None:
             return self
-        return ImplicitExplicit(self.explicit.bind_noise(noise), self.implicit)
+        return ImplicitExplicit(self.explicit.bind_noise(noise), self.implicit, default=self.default)

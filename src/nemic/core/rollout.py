@@ -230,9 +230,16 @@ def ensemble_rollout(
     states0: PyTree,
     *,
     keys: Any = None,
+    batch_size: int | None = None,
     **kwargs: Any,
 ) -> Trajectory:
     """A ``vmap`` of :func:`rollout` over ensemble members, with an explicit member axis.
+
+    ``batch_size`` runs the members in vectorised chunks of that size one after another (``jax.lax.map``);
+    ``None`` vectorises all of them at once. On a CPU, models whose cost is dominated by FFTs (two-layer QG) gain
+    nothing from vectorising: XLA's CPU FFT costs the same per field in a batch, and a large batch leaves the
+    cache, so ``batch_size=1`` is the fastest there (``benchmarks/ensemble.py``); small, elementwise models
+    (Lorenz-96) and GPUs gain from full vectorisation.
 
     Args:
         states0: initial states with a leading member axis (n_members, ...), or one state shared by all members
@@ -259,7 +266,15 @@ def ensemble_rollout(
     if keys is not None and batched_states is False:
         states0 = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_keys,) + jnp.shape(x)), states0)
     run = lambda s, k: rollout(process, stepper, s, key=k, **kwargs)  # noqa: E731
-    traj = jax.vmap(run, in_axes=(0, None if keys is None else 0))(states0, keys)
+    if batch_size is None:
+        traj = jax.vmap(run, in_axes=(0, None if keys is None else 0))(states0, keys)
+    else:
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        if keys is None:
+            traj = jax.lax.map(lambda s: run(s, None), states0, batch_size=int(batch_size))
+        else:
+            traj = jax.lax.map(lambda sk: run(*sk), (states0, keys), batch_size=int(batch_size))
     return Trajectory(t=traj.t[0], states=traj.states, blowup_step=traj.blowup_step, member_axis=True)
 
 
@@ -300,12 +315,9 @@ def locate_blowup(process, stepper, state, carry, *, t0, dt, first_step, max_ste
 
 
 def _default_stepper(process):
-    for p in (process, getattr(process, "core", None), getattr(process, "explicit", None)):
+    for p in (process, getattr(process, "core", None)):
         if p is not None and hasattr(p, "default_stepper"):
             return p.default_stepper()
-        inner = getattr(p, "core", None)
-        if inner is not None and hasattr(inner, "default_stepper"):
-            return inner.default_stepper()
     raise ConfigError(f"{type(process).__name__} has no default stepper: pass one")
 
 

@@ -37,7 +37,8 @@ from nemic.core.rollout import simulate
 from nemic.core.steppers import SemiImplicitEuler
 from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM, EBMState, global_mean, ice_edge_latitude, \
     moist_ebm_process
-from nemic.processes.nudging import Nudging, nudged_run, nudging_dataset
+from nemic.processes.nudging import Nudging, nudged_run
+from nemic.io.nudging import nudging_dataset
 
 DAY = 86400.0
 
