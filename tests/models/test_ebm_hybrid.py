@@ -52,7 +52,7 @@ def test_zero_initialised_neural_transport_is_the_dry_ebm():
     net = X.NeuralDiffusivity.init(m, jax.random.PRNGKey(0))
     s0 = m.initial_state()
     hyb = eqx.filter_jit(lambda p: X._run(p, s0, 200, m.default_timestep).final.Ts)(X.hybrid_process(m, net))
-    dry = eqx.filter_jit(lambda p: X._run(p, s0, 200, m.default_timestep).final.Ts)(m.process())
+    dry = eqx.filter_jit(lambda p: X._run(p, s0, 200, m.default_timestep).final.Ts)(m)
     assert np.allclose(hyb, dry, rtol=0, atol=1e-10)
     tend = net.tendency(EBMState(Ts=_T(20)), 0.0).Ts
     assert abs(float(jnp.sum(m.weights * tend))) < 1e-12 * float(jnp.sum(m.weights * jnp.abs(tend)))

@@ -207,10 +207,6 @@ class DiffusiveEBM(ImplicitExplicit, AbstractModel):
         """The implicit diffusive heat transport (the same object as ``self.implicit``)."""
         return self.implicit
 
-    def process(self) -> "DiffusiveEBM":
-        """Deprecated: the model is itself the implicit-explicit process (add terms to it with ``+``)."""
-        return self
-
     def default_stepper(self) -> SemiImplicitEuler:
         """Semi-implicit Euler (radiation forward, diffusion backward), as climlab."""
         return SemiImplicitEuler()
