@@ -1,11 +1,26 @@
-"""Files, terminals and plots: CF-annotated xarray output, atomic writes, progress bars.
+"""Files, terminals and plots: CF-annotated xarray output, atomic writes, run transactions, progress bars.
 
 The only package (with :mod:`nemic.cli` and the recipes) that knows about files and the terminal; the physics
-(:mod:`nemic.core`, :mod:`nemic.models`) never imports it.
+(:mod:`nemic.core`, :mod:`nemic.models`) never imports it. Names are loaded on first use (PEP 562), so that
+``import nemic.io.runs`` or a command's ``--help`` does not pay for xarray and matplotlib.
 """
 
-from nemic.io.output import atomic_write, ensure_writable_dir, save_figure, to_xarray, write_json, write_netcdf
-from nemic.io.progress import progress, progress_bar
+from __future__ import annotations
 
-__all__ = ["atomic_write", "ensure_writable_dir", "progress", "progress_bar", "save_figure", "to_xarray",
-           "write_json", "write_netcdf"]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "atomic_write": "files", "ensure_writable_dir": "files", "write_json": "files", "finite_json": "files",
+    "save_figure": "output", "to_xarray": "output", "write_netcdf": "output",
+    "progress": "progress", "progress_bar": "progress",
+    "run_transaction": "runs", "is_finished_run": "runs",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"nemic.io.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'nemic.io' has no attribute {name!r}")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from nemic.core.errors import NemicError
+from nemic.io.files import atomic_write, current_umask, ensure_writable_dir, write_json  # noqa: F401  (re-exported)
 from nemic.core.rollout import Trajectory
 from nemic.core.state import AbstractState
 
@@ -90,44 +88,6 @@ def _attr(v: Any) -> Any:
     return v
 
 
-def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` (and parents) and check that files can be written in it; raise a one-line error otherwise."""
-    p = Path(path)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=p, prefix=".nemic-write-test-"):
-            pass
-    except OSError as e:
-        raise NemicError(f"output directory '{p}' cannot be written: {e.strerror or e}") from None
-    return p
-
-
-def current_umask() -> int:
-    """The process's umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename to ``path``, so an interrupted write never leaves a partial file.
-
-    The file's mode follows the umask (0644 under umask 022), not the 0600 of the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write ``ds`` to netCDF-4 atomically (h5netcdf engine)."""
     return atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
@@ -140,19 +100,3 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     return out
 
 
-def write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write ``obj`` as indented JSON atomically."""
-    def w(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-
-    return atomic_write(path, w)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.generic,)):
-        return o.item()
-    if isinstance(o, (np.ndarray, jax.Array)):
-        return np.asarray(o).tolist()
-    raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
