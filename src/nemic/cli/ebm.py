@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="Energy balance model: equilibrium, CO2, hysteresis, calibration.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Energy balance model: equilibrium, CO2, hysteresis, calibration.")
 
 
 def _setup() -> None:
@@ -104,7 +104,7 @@ def hysteresis(
     _setup()
     import numpy as np
 
-    from nemic.core.errors import ConfigError
+    from nemic.errors import ConfigError
     from nemic.io.output import ensure_writable_dir, write_json, write_netcdf
     from nemic.experiments import ebm as X
 
@@ -184,7 +184,7 @@ def hybrid(
     _setup()
     import jax
 
-    from nemic.core.errors import ConfigError
+    from nemic.errors import ConfigError
     from nemic.experiments import ebm_hybrid as X
     from nemic.io.output import ensure_writable_dir, write_json
     from nemic.train.checkpoint import save_module

@@ -10,9 +10,9 @@ from typing import Optional
 import numpy as np
 import typer
 
-from nemic.core.errors import ConfigError
+from nemic.errors import ConfigError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False,
                   help="Minkowski measures (area, perimeter, Euler characteristic) of precipitation fields.")
 
 

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="Nudged runs and corrections learned from nudging tendencies.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Nudged runs and corrections learned from nudging tendencies.")
 
 
 @app.command()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="Two-layer QG model and the ocean subgrid benchmark.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Two-layer QG model and the ocean subgrid benchmark.")
 
 
 def _x64(enable: bool) -> None:
@@ -35,7 +35,7 @@ def generate(
     from nemic.experiments.qg_subgrid import generate as run
 
     from nemic.models.qg.configs import CONFIGS
-    from nemic.core.errors import ConfigError
+    from nemic.errors import ConfigError
 
     if config not in CONFIGS:
         raise ConfigError(f"unknown QG configuration {config!r}; choose one of {sorted(CONFIGS)}")
@@ -66,7 +66,7 @@ def train(
     horizon: int = typer.Option(4, help="online: snapshot intervals per rollout"),
     spectrum_weight: float = typer.Option(0.0, help="online: weight of the log KE-spectrum term of the loss"),
     widths: str = typer.Option("64,64,32,32", help="hidden channels of the CNN"),
-    init: Path = typer.Option(None, help="start from a saved closure (e.g. online fine-tuning of an offline one)"),
+    init: Path = typer.Option(None, help="start from a saved closure directory (e.g. online fine-tuning of an offline one)"),
     seed: int = typer.Option(0, help="random seed"),
     float64: bool = typer.Option(False, help="train in float64"),
 ) -> None:
@@ -76,7 +76,7 @@ def train(
 
     import jax
 
-    from nemic.core.errors import ConfigError
+    from nemic.errors import ConfigError
     from nemic.experiments import qg_subgrid as ex
 
     if mode not in ("offline", "online"):
@@ -84,10 +84,9 @@ def train(
     ds, lo = ex.load_dataset(data, operator)
     key = jax.random.key(seed)
     if init is not None:
-        closure, hyper = ex.load_closure(init)
+        closure, _ = ex.load_trained_closure(init)
     else:
         s_q, s_S = ex.scales(ds)
-        hyper = {"widths": list(_ints(widths)), "in_scale": s_q.tolist(), "out_scale": s_S.tolist()}
         closure = ex.make_cnn_closure(s_q, s_S, widths=_ints(widths), key=key)
     t0 = _time.perf_counter()
     if mode == "offline":
@@ -95,12 +94,13 @@ def train(
     else:
         closure, losses = ex.train_online(closure, lo, ds, steps=steps, horizon=horizon, batch=batch, lr=lr,
                                           key=key, spectrum_weight=spectrum_weight, progress=True)
-    hyper.update({"mode": mode, "operator": operator, "steps": steps, "lr": lr, "losses": losses,
-                  "horizon": horizon if mode == "online" else None, "spectrum_weight": spectrum_weight,
-                  "train_wall_s": _time.perf_counter() - t0, "config": ds.attrs.get("config")})
-    ex.save_closure(closure, hyper, out)
-    typer.echo(f"{mode} training: loss {losses[0][1]:.4g} -> {losses[-1][1]:.4g} in {hyper['train_wall_s']:.1f} s; "
-               f"saved to {out}")
+    info = {"mode": mode, "operator": operator, "steps": steps, "lr": lr, "batch": batch, "losses": losses,
+            "horizon": horizon if mode == "online" else None, "spectrum_weight": spectrum_weight,
+            "init": None if init is None else str(init), "seed": seed,
+            "train_wall_s": _time.perf_counter() - t0, "config": ds.attrs.get("config")}
+    ex.save_trained_closure(closure, out, info)
+    typer.echo(f"{mode} training: loss {losses[0][1]:.4g} -> {losses[-1][1]:.4g} in {info['train_wall_s']:.1f} s; "
+               f"saved to {out}/closure.eqx")
 
 
 @app.command()
@@ -120,7 +120,7 @@ def evaluate(
 ) -> None:
     """Free runs of the low-resolution model with each closure, scored by the benchmark's similarity metrics."""
     _x64(float64)
-    from nemic.core.errors import ConfigError
+    from nemic.errors import ConfigError
     from nemic.experiments import qg_subgrid as ex
     from nemic.processes.qg_closures import BackscatterBiharmonic, Smagorinsky
 
@@ -133,7 +133,7 @@ def evaluate(
             procs[item] = BackscatterBiharmonic(lo)
         elif "=" in item:
             name, path = item.split("=", 1)
-            procs[name] = ex.load_closure(path)[0]
+            procs[name] = ex.load_trained_closure(path)[0]
         else:
             raise ConfigError(f"unknown closure {item!r}; use smagorinsky, backscatter or NAME=DIR")
     m = ex.evaluate(data, procs, out, operator=operator, n_steps=steps, save_every=save_every,
