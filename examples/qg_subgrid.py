@@ -51,6 +51,9 @@ cnn, losses = ex.train_offline(cnn, ds, steps=200, batch=16, lr=2e-3, log_every=
 print("offline loss:", " -> ".join(f"{v:.3f}" for _, v in losses))
 cnn_online, losses = ex.train_online(cnn, lo, ds, steps=20, horizon=2, batch=4, lr=3e-4, log_every=5)
 print("online loss:", " -> ".join(f"{v:.4f}" for _, v in losses))
+# nemic's one weights format (nemic.train.checkpoint.save_module): out/cnn_online/closure.eqx + a readable JSON
+ex.save_trained_closure(cnn_online, out / "cnn_online", {"mode": "online", "losses": losses})
+cnn_online, _ = ex.load_trained_closure(out / "cnn_online")
 
 # 4. similarity 1 - D(param, HR) / D(LR, HR) over spectra, budget terms and distributions
 metrics = ex.evaluate(out / "data", {"smagorinsky": Smagorinsky(lo.grid), "backscatter": BackscatterBiharmonic(lo.grid),

@@ -14,8 +14,10 @@ import scipy.stats
 
 from nemic.core.errors import ConfigError, DataError
 from nemic.experiments import qg_subgrid as ex
-from nemic.models.qg import SECONDS_PER_YEAR, get_config
-from nemic.processes.qg_closures import BackscatterBiharmonic
+from nemic.models.qg import SECONDS_PER_YEAR, QGState, get_config
+from nemic.nn.conv import CircularCNN
+from nemic.processes.qg_closures import CNN_CLOSURE_KIND, BackscatterBiharmonic, CNNClosure
+from nemic.train.checkpoint import CheckpointError, load_module, read_header, save_module
 
 
 def test_wasserstein_matches_scipy():
@@ -68,6 +70,37 @@ def test_spectrum_loss_is_zero_for_equal_sets_and_log4_squared_for_doubled_field
         ex.train_online(None, m, None, spectrum_weight=-1.0)
 
 
+def test_saved_closure_loads_back_with_the_same_tendency_and_rejects_other_weights(tmp_path):
+    """The one weights format: kind QGCNNClosure (network kind + config, scales, grid) + weights, per-leaf dtypes."""
+    m = get_config("eddy", nx=16)
+    net = CircularCNN(2, 2, widths=(4,), kernel_sizes=(3, 3), key=jax.random.key(3))
+    net32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, net)
+    c = CNNClosure(net32, [2e-6, 5e-7], [3e-11, 1e-12], grid=m.grid)
+    out = ex.save_trained_closure(c, tmp_path / "cnn", {"mode": "offline"})
+    header = read_header(out / "closure.eqx")
+    assert header["kind"] == CNN_CLOSURE_KIND and header["config"]["net_kind"] == "CircularCNN"
+    assert header["config"]["net"]["widths"] == [4] and header["config"]["grid"]["nx"] == 16
+    assert json.loads((out / "closure.json").read_text())["extra"] == {"mode": "offline"}
+    back, info = ex.load_trained_closure(out)
+    assert info == {"mode": "offline"} and back.grid == m.grid
+    assert back.net.layers[0].conv.weight.dtype == jnp.float32 and back.in_scale.dtype == jnp.float64
+    s = QGState.from_q(jax.random.normal(jax.random.key(4), (2, 16, 16)) * 1e-6)
+    np.testing.assert_array_equal((m + back).tendency(s, 0.0).qh, (m + c).tendency(s, 0.0).qh)
+    assert eqx.tree_equal(load_module(out / "closure.eqx"), back)  # the generic loader gives the same module
+    # a closure directory holding another module's weights: one line naming the file and both kinds
+    save_module(tmp_path / "other" / "closure.eqx", net)
+    with pytest.raises(CheckpointError, match="holds weights of a 'CircularCNN', not of a 'QGCNNClosure'") as e:
+        ex.load_trained_closure(tmp_path / "other")
+    assert "\n" not in str(e.value)
+    # the format of earlier versions (closure.json with the hyperparameters, bare closure.eqx) is not read
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "closure.json").write_text(json.dumps({"widths": [4], "in_scale": [1, 1]}))
+    eqx.tree_serialise_leaves(tmp_path / "old" / "closure.eqx", c)
+    with pytest.raises(CheckpointError, match="does not describe nemic weights") as e:
+        ex.load_trained_closure(tmp_path / "old")
+    assert "\n" not in str(e.value)
+
+
 def test_summaries_at_two_resolutions_agree_on_resolved_spectra():
     """A field and its spectral truncation (op1) have the same KE spectrum below the coarse model's filter."""
     from nemic.data.coarsen import Coarsener
@@ -118,11 +151,12 @@ def test_offline_then_online_training_and_evaluation(data_dir, tmp_path):
     trained, ol = ex.train_online(closure, lo, ds, steps=8, horizon=2, batch=2, lr=1e-3, log_every=7,
                                   spectrum_weight=0.1)
     assert fixed_loss(trained) < before
-    # save, reload, evaluate with the classical closures
-    ex.save_closure(trained, {"widths": [8, 8], "kernel_sizes": [3, 3, 3], "in_scale": s_q.tolist(),
-                              "out_scale": s_S.tolist()}, tmp_path / "cnn")
-    back, _ = ex.load_closure(tmp_path / "cnn")
-    np.testing.assert_array_equal(back.net.layers[0].conv.weight, trained.net.layers[0].conv.weight)
+    # save, reload (same tendency), evaluate with the classical closures
+    ex.save_trained_closure(trained, tmp_path / "cnn", {"mode": "online", "losses": ol})
+    back, info = ex.load_trained_closure(tmp_path / "cnn")
+    assert info["mode"] == "online" and info["losses"] == [list(x) for x in ol]
+    s0 = QGState.from_q(q[3])
+    np.testing.assert_array_equal(back.tendency(s0, 0.0).qh, trained.tendency(s0, 0.0).qh)
     m = ex.evaluate(data_dir, {"backscatter": BackscatterBiharmonic(lo), "cnn_online": back}, tmp_path / "eval",
                     n_steps=24, save_every=4, spinup_steps=4, n_runs=2)
     assert m["n_runs"] == 2 and m["start_snapshots"] == [0, 12]
@@ -146,7 +180,7 @@ def test_bad_datasets_and_options(data_dir, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         ex.load_dataset(tmp_path, "op1")
     with pytest.raises(DataError, match="not a saved closure"):
-        ex.load_closure(tmp_path)
+        ex.load_trained_closure(tmp_path)
     with pytest.raises(ConfigError, match="target must be 'hires' or 'coarse'"):
         ex.evaluate(data_dir, {}, tmp_path / "e", n_steps=8, save_every=4, target="hr")
     with pytest.raises(DataError, match="hires.nc' does not exist"):

@@ -104,10 +104,12 @@ def test_tiny_end_to_end_command_writes_cf_nudging_tendencies(tmp_path):
         assert len(b["per_start"]) == 2 and np.isfinite(b["mean"]) and b["std"] >= 0
         assert 0 <= m["guard"]["free_runs"][name]["flagged_fraction"] <= 1
     # the saved correction reloads and gives the same tendency as a fresh fit would have stored
-    from nemic.experiments.qg_subgrid import load_closure
-    c, hyper = load_closure(out / "correction")
-    assert hyper["mode"] == "nudging" and c.tendency(type("S", (), {"q": jnp.zeros((2, 16, 16))})(), 0.0).q.shape \
-        == (2, 16, 16)
+    from nemic.experiments.qg_subgrid import load_trained_closure
+    from nemic.models.qg import QGState
+    c, info = load_trained_closure(out / "correction")
+    s0 = QGState.from_q(jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16))) * 1e-6)
+    assert info["mode"] == "nudging" and c.tendency(s0, 0.0).qh.shape == (2, 16, 9)
+    assert np.all(np.isfinite(c.tendency(s0, 0.0).q)) and float(jnp.abs(c.tendency(s0, 0.0).q).max()) > 0
     with xr.open_dataset(out / "free_runs.nc", engine="h5netcdf") as ds:
         assert ds["KE_low_res"].shape[0] == 2 and ds["KE_low_res"].attrs["units"] == "m2 s-2"
         np.testing.assert_allclose(np.nanmean(ds["KE_low_res"].values, axis=1).mean() / m["reference_climate"]["KE"]

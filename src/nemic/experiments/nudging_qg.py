@@ -47,7 +47,7 @@ from nemic.data.coarsen import Coarsener
 from nemic.data.qg_benchmark import load_generated
 from nemic.experiments.config import load_config
 from nemic.experiments.nudging_qg_plots import plot_results
-from nemic.experiments.qg_subgrid import load_closure, make_cnn_closure, save_closure, train_offline
+from nemic.experiments.qg_subgrid import load_trained_closure, make_cnn_closure, save_trained_closure, train_offline
 from nemic.experiments.qg_evaluation import run_closure, similarity, summarize
 from nemic.io.output import ensure_writable_dir, write_json, write_netcdf
 from nemic.io.progress import progress as progress_reporter
@@ -225,10 +225,10 @@ def _load_compare(name: str, lo, float32: bool):
     if name == "backscatter":
         return "backscatter", BackscatterBiharmonic(lo.grid)
     p = Path(name)
-    closure, hyper = load_closure(p)
+    closure, info = load_trained_closure(p)
     if float32:
         closure = eqx.tree_at(lambda c: c.net, closure, Float32Net(closure.net))
-    return f"cnn_{hyper.get('mode', 'closure')}_{p.name}", closure
+    return f"cnn_{info.get('mode', 'closure')}_{p.name}", closure
 
 
 # ====================================================================== the recipe
@@ -295,14 +295,11 @@ def build_correction(data: dict, cfg: NudgingQGConfig, out: Path, *, progress: b
     resid = ((pred - N[i1:]) ** 2).mean(axis=(0, 2, 3))
     r2 = 1 - resid / N[i1:].var(axis=(0, 2, 3))
     timings["training_s"] = time.perf_counter() - t0
+    # saved without the float32 evaluation wrapper (a CircularCNN inside, as every saved QG closure)
     plain = eqx.tree_at(lambda c: c.net, closure, closure.net.net) if cfg.net_float32 else closure
-    if cfg.net_float32:  # one dtype for every leaf, as load_closure expects
-        plain = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, plain)
-    save_closure(plain, {"widths": list(cfg.widths), "kernel_sizes": None if cfg.kernel_sizes is None
-                         else list(cfg.kernel_sizes), "in_scale": [float(x) for x in in_scale],
-                         "out_scale": [float(x) for x in out_scale], "mode": "nudging", "tau_days": cfg.tau_days,
-                         "steps": cfg.train_steps, "lr": cfg.lr, "losses": losses, "config": data["config"]},
-                 out / "correction")
+    save_trained_closure(plain, out / "correction",
+                         {"mode": "nudging", "tau_days": cfg.tau_days, "steps": cfg.train_steps, "lr": cfg.lr,
+                          "losses": losses, "config": data["config"]})
     info = {"q_n": q_n, "N": N, "i0": i0, "i1": i1, "every": every, "timings": timings,
             "nudged_run": {"snapshots": n, "train_snapshots": i1 - i0, "holdout_snapshots": n - i1,
                            "relative_rms_distance_to_reference": tracking,

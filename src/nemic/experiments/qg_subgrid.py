@@ -6,7 +6,10 @@ Recipe (each step a function here and a ``nemic qg`` command):
    operators and write CF netCDF files ``hires.nc``, ``op1.nc``, ``op2.nc``, ``op3.nc`` (coarse PV and the
    ``q_subgrid_forcing`` / ``q_forcing_total`` targets) plus ``generate.json``.
 2. :func:`train_offline` / :func:`train_online`: fit a CNN closure on the forcing targets (offline) or through
-   rollouts of the low-resolution model against coarse-grained high-resolution trajectories (online).
+   rollouts of the low-resolution model against coarse-grained high-resolution trajectories (online), both with
+   nemic's one training loop (:func:`nemic.train.loop.fit`, through :func:`nemic.train.online.fit_online` for
+   online training); :func:`save_trained_closure` / :func:`load_trained_closure` keep the result in nemic's one
+   weights format (:func:`nemic.train.checkpoint.save_module`).
 3. :func:`evaluate` (in :mod:`nemic.experiments.qg_evaluation`, re-exported here): free runs of the
    low-resolution model with each closure, scored by the similarity ``1 - D(param, HR) / D(LR, HR)`` (Ross et al.
    2023, eq. 9) over spectra, energy-budget terms and marginal distributions, written to ``metrics.json`` and PNG
@@ -18,7 +21,6 @@ doi:10.1029/2022MS003258.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Sequence
@@ -46,14 +48,16 @@ from nemic.experiments.qg_evaluation import (  # noqa: F401  (the evaluation hal
     summarize,
     wasserstein1,
 )
-from nemic.io.output import atomic_write, ensure_writable_dir, to_xarray, write_json, write_netcdf
+from nemic.io.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
 from nemic.io.progress import progress as progress_reporter
-from nemic.io.progress import progress_bar
 from nemic.models.qg import SECONDS_PER_YEAR, QGState, get_config
 from nemic.models.qg import diagnostics as dg
 from nemic.nn.conv import CircularCNN
-from nemic.processes.qg_closures import CNNClosure
-from nemic.train.loop import TrainingDivergedError
+from nemic.processes.qg_closures import CNN_CLOSURE_KIND, CNNClosure
+from nemic.train.checkpoint import load_module, read_header, save_module
+from nemic.train.loop import fit
+from nemic.train.offline import MinibatchSampler
+from nemic.train.online import fit_online
 
 
 def steps_for(years: float, dt: float) -> int:
@@ -125,6 +129,10 @@ def scales(ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ====================================================================== closures on disk
+#: file of a trained closure inside its directory (nemic's one weights format: kind + config + weights)
+CLOSURE_FILE = "closure.eqx"
+
+
 def make_cnn_closure(in_scale, out_scale, *, widths=(64, 64, 32, 32), kernel_sizes=None, key=None,
                      zero_init_last: bool = False):
     """A :class:`~nemic.processes.qg_closures.CNNClosure` around a zero-mean :class:`~nemic.nn.conv.CircularCNN`."""
@@ -134,81 +142,71 @@ def make_cnn_closure(in_scale, out_scale, *, widths=(64, 64, 32, 32), kernel_siz
     return CNNClosure(net, in_scale, out_scale)
 
 
-def save_closure(closure, hyper: dict, out: str | Path) -> Path:
-    """Save a CNN closure: ``closure.eqx`` (``eqx.tree_serialise_leaves``) + ``closure.json`` (hyperparameters)."""
+def save_trained_closure(closure, out: str | Path, info: dict | None = None) -> Path:
+    """Save a CNN closure to ``out/closure.eqx`` with :func:`~nemic.train.checkpoint.save_module` (kind
+    ``"QGCNNClosure"``: the network's kind and config, scales, weights; ``info``, e.g. the training settings and
+    losses, in the header's ``extra``) and a readable copy of the header in ``out/closure.json``. Returns ``out``."""
     out = ensure_writable_dir(out)
-    leaves = [x for x in jax.tree_util.tree_leaves(closure) if eqx.is_inexact_array(x)]
-    hyper = {**hyper, "dtype": jnp.dtype(leaves[0].dtype).name}
-    atomic_write(out / "closure.eqx", lambda tmp: eqx.tree_serialise_leaves(tmp, closure))
-    write_json(hyper, out / "closure.json")
+    path = save_module(out / CLOSURE_FILE, closure, kind=CNN_CLOSURE_KIND, extra=info or {})
+    header = read_header(path)
+    write_json({"kind": header["kind"], "config": header["config"], "extra": header["extra"],
+                "load_with": "nemic.experiments.qg_subgrid.load_trained_closure (or nemic.train.checkpoint."
+                             "load_module on closure.eqx)"}, out / "closure.json")
     return out
 
 
-def load_closure(path: str | Path):
-    """Load a closure saved by :func:`save_closure` (directory holding closure.json and closure.eqx)."""
+def load_trained_closure(path: str | Path):
+    """``(closure, info)`` from a directory written by :func:`save_trained_closure` (or its ``closure.eqx``).
+
+    Weights keep the dtype they were saved in (a float32 network inside a float64 run computes in float64: the
+    convolutions cast the weights to the input's dtype). A directory without ``closure.eqx``, or whose file holds
+    another module's weights, is a one-line :class:`~nemic.core.errors.DataError`.
+    """
     path = Path(path)
-    if not (path / "closure.json").exists() or not (path / "closure.eqx").exists():
-        raise DataError(f"'{path}' is not a saved closure (expected closure.json and closure.eqx)")
-    hyper = json.loads((path / "closure.json").read_text())
-    skeleton = make_cnn_closure(hyper["in_scale"], hyper["out_scale"], widths=hyper["widths"],
-                                kernel_sizes=hyper.get("kernel_sizes"))
-    saved = jnp.dtype(hyper.get("dtype", "float32"))
-    here = jnp.result_type(float)
-
-    def cast(tree, dtype):
-        return jax.tree_util.tree_map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, tree)
-
-    closure = eqx.tree_deserialise_leaves(path / "closure.eqx", cast(skeleton, saved))
-    return cast(closure, here), hyper
+    file = path / CLOSURE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(f"'{path}' is not a saved closure (expected {CLOSURE_FILE}, written by `nemic qg train`)")
+    closure = load_module(file, kind=CNN_CLOSURE_KIND)
+    return closure, dict(read_header(file).get("extra") or {})
 
 
 # ====================================================================== training
-def _finite_loss(loss, step: int, what: str) -> float:
-    loss = float(loss)
-    if not np.isfinite(loss):
-        raise TrainingDivergedError(f"{what}: loss became {loss} at step {step}; lower the learning rate")
-    return loss
+def net_filter(closure):
+    """``filter_spec`` for :func:`nemic.train.loop.fit`: only the closure's network weights train (the scales
+    stay fixed)."""
+    spec = jax.tree_util.tree_map(lambda _: False, closure)
+    return eqx.tree_at(lambda c: c.net, spec, replace=jax.tree_util.tree_map(eqx.is_inexact_array, closure.net))
+
+
+def _logged(history: list[float], log_every: int) -> list[tuple[int, float]]:
+    n = len(history)
+    return [(i, float(history[i])) for i in range(n) if i % log_every == 0 or i == n - 1]
+
+
+def normalised_forcing_loss(closure, batch, key=None):
+    """``mean(((forcing(q) - S) / out_scale)^2)`` over a batch ``(q, S)`` (B, 2, ny, nx): the offline loss."""
+    q, S = batch
+    pred = jax.vmap(closure.forcing)(q)
+    return jnp.mean(((pred - S) / closure.out_scale[:, None, None]) ** 2)
 
 
 def train_offline(closure, ds, *, steps: int = 1000, batch: int = 16, lr: float = 1e-3, key=None,
                   target: str = "q_subgrid_forcing", log_every: int = 50, progress: bool = False):
-    """Fit the closure's network to the forcing targets (normalised MSE), Adam; returns ``(closure, losses)``.
+    """Fit the closure's network to the forcing targets with :func:`nemic.train.loop.fit`; returns
+    ``(closure, losses)`` with ``losses`` the ``(iteration, loss)`` pairs every ``log_every`` iterations.
 
-    Loss: ``mean(((net(q / s_q) - S / s_S))^2)`` with the closure's scales; the targets come from the dataset.
+    Loss :func:`normalised_forcing_loss` (``mean(((net(q / s_q) s_S - S) / s_S)^2)`` with the closure's scales),
+    minibatches of ``batch`` distinct snapshots (:class:`~nemic.train.offline.MinibatchSampler`), Adam with
+    learning rate ``lr``; only the network's weights train (:func:`net_filter`). A NaN/inf loss stops with a
+    one-line :class:`~nemic.train.loop.TrainingDivergedError`.
     """
     key = jax.random.key(1) if key is None else key
     q = jnp.asarray(ds["q"].values)
     S = jnp.asarray(ds[target].values)
-    n = q.shape[0]
-    opt = optax.adam(lr)
-    params, static = eqx.partition(closure.net, eqx.is_inexact_array)  # only the network's weights are trained
-    state = opt.init(params)
-
-    def rebuild(p):
-        return eqx.tree_at(lambda c: c.net, closure, eqx.combine(p, static))
-
-    def loss_fn(p, qb, Sb):
-        c = rebuild(p)
-        pred = jax.vmap(c.forcing)(qb)
-        return jnp.mean(((pred - Sb) / c.out_scale[:, None, None]) ** 2)
-
-    @jax.jit
-    def step(p, s, qb, Sb):
-        loss, g = jax.value_and_grad(loss_fn)(p, qb, Sb)
-        upd, s = opt.update(g, s, p)
-        return optax.apply_updates(p, upd), s, loss
-
-    losses = []
-    with progress_bar(progress) as pb:
-        task = pb.add_task("offline training", total=steps, info="")
-        for i in range(steps):
-            key, k = jax.random.split(key)
-            idx = jax.random.choice(k, n, (min(batch, n),), replace=False)
-            params, state, loss = step(params, state, q[idx], S[idx])
-            if i % log_every == 0 or i == steps - 1:
-                losses.append((i, _finite_loss(loss, i, "offline training")))
-                pb.update(task, completed=i + 1, info=f"loss {losses[-1][1]:.4g}")
-    return rebuild(params), losses
+    sampler = MinibatchSampler(q, S, min(batch, q.shape[0]))
+    res = fit(closure, normalised_forcing_loss, sampler, optimizer=optax.adam(lr), n_iters=steps, key=key,
+              filter_spec=net_filter(closure), progress=progress, description="offline training")
+    return res.model, _logged(res.history, log_every)
 
 
 def online_rollout(closure, lo, q_ref, dt: float, save_every: int):
@@ -245,15 +243,32 @@ def spectrum_loss(lo, q, q_ref):
     return jnp.mean((jnp.log(a[:, sel] + tiny) - jnp.log(b[:, sel] + tiny)) ** 2)
 
 
+def online_metric(lo, var, spectrum_weight: float = 0.0):
+    """The online loss as a pure ``metric(prediction, target)`` on :class:`QGState` batches (B, n, 2, ny, nk) for
+    :func:`~nemic.train.online.fit_online`: the PV mean squared error normalised per layer by ``var`` (2, 1, 1)
+    plus ``spectrum_weight`` times :func:`spectrum_loss` of all predicted against all target states."""
+    def metric(pred: QGState, target: QGState):
+        p, y = pred.q, target.q
+        loss = jnp.mean((p - y) ** 2 / var)
+        if spectrum_weight:
+            loss = loss + spectrum_weight * spectrum_loss(lo, p, y)
+        return loss
+
+    return metric
+
+
 def train_online(closure, lo, ds, *, steps: int = 200, horizon: int = 4, batch: int = 2, lr: float = 1e-4,
                  key=None, log_every: int = 10, spectrum_weight: float = 0.0, progress: bool = False):
-    """Train the closure through rollouts of the low-resolution model (Adam, gradient through the solver).
+    """Train the closure through rollouts of the low-resolution model with :func:`nemic.train.online.fit_online`
+    (Adam, gradient through the solver with checkpointing); returns ``(closure, losses)`` (``(iteration, loss)``
+    pairs every ``log_every`` iterations).
 
-    Each sample starts at a coarse-grained high-resolution snapshot ``q_bar(t_i)`` and is rolled out ``horizon``
-    snapshot intervals; the loss is :func:`online_loss` against ``q_bar(t_{i+1..i+horizon})`` plus
-    ``spectrum_weight`` times :func:`spectrum_loss` between all rolled-out and all reference states of the batch.
-    The snapshot spacing and timestep come from the dataset (``save_every`` steps of ``dt``). Returns
-    ``(closure, losses)``.
+    Each sample starts at a coarse-grained high-resolution snapshot ``q_bar(t_i)`` and is rolled out by
+    ``lo + closure`` for ``horizon`` snapshot intervals (windows of :class:`~nemic.train.windows.WindowSampler`);
+    the loss is :func:`online_metric`: the PV mean squared error against ``q_bar(t_{i+1..i+horizon})``, normalised
+    per layer by the dataset's variance, plus ``spectrum_weight`` times :func:`spectrum_loss` between all
+    rolled-out and all reference states of the batch. The snapshot spacing and timestep come from the dataset
+    (``save_every`` steps of ``dt``). Only the network's weights train (:func:`net_filter`).
     """
     if spectrum_weight < 0:
         raise ConfigError(f"spectrum_weight must be >= 0, got {spectrum_weight}")
@@ -265,39 +280,10 @@ def train_online(closure, lo, ds, *, steps: int = 200, horizon: int = 4, batch: 
     if q.shape[0] < horizon + 1:
         raise ConfigError(f"online training needs at least horizon + 1 = {horizon + 1} snapshots, "
                           f"the dataset has {q.shape[0]}")
-    starts = q.shape[0] - horizon
-    opt = optax.adam(lr)
-    params, static = eqx.partition(closure.net, eqx.is_inexact_array)  # only the network's weights are trained
-    state = opt.init(params)
-
-    def rebuild(p):
-        return eqx.tree_at(lambda c: c.net, closure, eqx.combine(p, static))
-
     var = jnp.var(q, axis=(0, 2, 3))[:, None, None]
-
-    def loss_fn(p, idx):
-        c = rebuild(p)
-        segs = jax.vmap(lambda i: jax.lax.dynamic_slice_in_dim(q, i, horizon + 1))(idx)
-        pred = jax.vmap(lambda s: online_rollout(c, lo, s, dt, save_every))(segs)
-        loss = jnp.mean((pred - segs[:, 1:]) ** 2 / var)
-        if spectrum_weight:
-            loss = loss + spectrum_weight * spectrum_loss(lo, pred, segs[:, 1:])
-        return loss
-
-    @jax.jit
-    def step(p, s, idx):
-        loss, g = jax.value_and_grad(loss_fn)(p, idx)
-        upd, s = opt.update(g, s, p)
-        return optax.apply_updates(p, upd), s, loss
-
-    losses = []
-    with progress_bar(progress) as pb:
-        task = pb.add_task("online training", total=steps, info="")
-        for i in range(steps):
-            key, k = jax.random.split(key)
-            idx = jax.random.randint(k, (batch,), 0, starts)
-            params, state, loss = step(params, state, idx)
-            if i % log_every == 0 or i == steps - 1:
-                losses.append((i, _finite_loss(loss, i, "online training")))
-                pb.update(task, completed=i + 1, info=f"loss {losses[-1][1]:.4g}")
-    return rebuild(params), losses
+    trained, history = fit_online(
+        closure, lambda c: lo + c, lo.default_stepper(), QGState.from_q(q), dt=dt, save_every=save_every,
+        curriculum=((horizon, steps),), batch_size=batch, key=key, loss=online_metric(lo, var, spectrum_weight),
+        filter_spec=net_filter(closure), checkpoint_grad=True, reference_times=t - t[0],
+        optimizer=optax.adam(lr), progress=progress)
+    return trained, _logged(history, log_every)

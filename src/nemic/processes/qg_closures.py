@@ -15,6 +15,10 @@ Each closure holds the model's static grid (a :class:`~nemic.models.qg.grid.QGGr
 never the model: add it with ``model + Smagorinsky(model.grid)``; the model passes itself (its inversion and layer
 depths) to :meth:`~nemic.models.qg.model.AbstractQGClosure.closure_tendency`, as pyqg passes the model to its
 parameterizations, so the hybrid's pytree holds each physical parameter once.
+
+:class:`CNNClosure` is registered in :mod:`nemic.nn.registry` as ``"QGCNNClosure"`` (its network's kind and config,
+the scales and the grid), so a trained closure is saved and loaded in nemic's one weights format:
+``nemic.train.checkpoint.save_module(path, closure)`` / ``load_module(path, kind="QGCNNClosure")``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import jax.numpy as jnp
 
 from nemic.models.qg.grid import QGGrid, as_grid
 from nemic.models.qg.model import AbstractQGClosure, QGState, TwoLayerQG
+from nemic.nn import conv as _conv  # noqa: F401  (registers CircularCNN, the default network of saved closures)
+from nemic.nn.registry import module_spec, register_module, spec_of
 
 
 def _strain(model: TwoLayerQG, qh):
@@ -149,3 +155,27 @@ class CNNClosure(AbstractQGClosure):
 
     def closure_tendency(self, model: TwoLayerQG, state: QGState, t: Any, key: Any = None) -> QGState:
         return self.tendency(state, t, key)
+
+
+#: the registry kind of :class:`CNNClosure` in weight files
+CNN_CLOSURE_KIND = "QGCNNClosure"
+
+
+def _cnn_closure_config(closure: CNNClosure) -> dict[str, Any]:
+    """JSON hyperparameters that rebuild a :class:`CNNClosure`: its network's registry kind and config, the two
+    scales (their exact values are also in the weights) and the grid, if any."""
+    net = spec_of(closure.net)
+    g = closure.grid
+    return {"net_kind": net.kind, "net": net.config(closure.net),
+            "in_scale": [float(x) for x in closure.in_scale], "out_scale": [float(x) for x in closure.out_scale],
+            "grid": None if g is None else {"nx": g.nx, "ny": g.ny, "L": g.L, "W": g.W}}
+
+
+def _build_cnn_closure(config: dict[str, Any], key: Any) -> CNNClosure:
+    """A :class:`CNNClosure` skeleton from :func:`_cnn_closure_config`'s output (the network through its kind)."""
+    net = module_spec(config["net_kind"]).build(dict(config["net"]), key)
+    grid = config.get("grid")
+    return CNNClosure(net, config["in_scale"], config["out_scale"], None if grid is None else QGGrid(**grid))
+
+
+register_module(CNN_CLOSURE_KIND, CNNClosure, build=_build_cnn_closure, config=_cnn_closure_config)
