@@ -47,6 +47,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("minkowski", "minkowski", "Minkowski measures of precipitation fields"),
     ("ebm", "ebm", "Energy balance model: equilibrium, CO2, hysteresis, calibration"),
     ("nudging", "nudging", "Nudged runs and corrections learned from nudging tendencies"),
+    ("l96", "l96", "Lorenz-96 recipes: stochastic closures and ensembles"),
 ]
 
 
