@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nemic.core.errors import DataError
+from nemic.core.errors import ConfigError, DataError
 from nemic.metrics.minkowski import MinkowskiLoss, minkowski_functionals
 from nemic.metrics.minkowski.surrogate import (
     constraint_violations,
@@ -151,9 +151,12 @@ def test_training_checkpoint_loss_and_transforms(tmp_path, opera_sample):
         trained(np.zeros((5, 33, 32)))
     with pytest.raises(DataError, match="NaN"):
         trained(np.where(np.arange(32) == 3, np.nan, x[0]))
-    # a NaN learning rate stops the training with one line, instead of returning NaN thresholds
-    with pytest.raises(TrainingDivergedError, match="iteration 0"):
+    # a NaN learning rate is refused at the door; a training that diverges stops with one line, instead of
+    # returning NaN thresholds
+    with pytest.raises(ConfigError, match="learning_rate"):
         train_surrogate(model, x, y, steps=3, batch_size=4, learning_rate=float("nan"), key=jax.random.PRNGKey(1))
+    with pytest.raises(TrainingDivergedError, match="iteration"):
+        train_surrogate(model, x, y, steps=3, batch_size=4, learning_rate=1e300, key=jax.random.PRNGKey(1))
 
 
 def test_shipped_weights_on_later_frames():

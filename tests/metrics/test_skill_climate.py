@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import jax.numpy as jnp
 
+from nemic.core.errors import DataError
 from nemic.metrics.climate import autocorrelation, hellinger_distance
 from nemic.metrics.skill import forecast_rmse, rmse, skill_lost_lead_time
 
@@ -27,7 +28,8 @@ def test_hellinger_limits_and_nan():
     a = np.arange(1000.0)
     assert hellinger_distance(a, a) == pytest.approx(0.0, abs=1e-12)
     assert hellinger_distance(a, a + 5000) == pytest.approx(1.0)
-    assert hellinger_distance(a, np.array([np.nan, 1.0])) == 1.0
+    with pytest.raises(DataError, match="samples_b contains 1 NaN/inf"):
+        hellinger_distance(a, np.array([np.nan, 1.0]))
 
 
 def test_autocorrelation_of_ar1_process():

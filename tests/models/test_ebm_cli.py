@@ -37,7 +37,7 @@ def test_bad_cli_input_raises_config_errors(tmp_path):
     r = CliRunner().invoke(app, ["hysteresis", "--out", str(tmp_path), "--s0-min", "1300", "--s0-max", "1200"])
     assert isinstance(r.exception, ConfigError)
     r = CliRunner().invoke(app, ["run", "--out", str(tmp_path), "--num-lat", "1"])
-    assert isinstance(r.exception, ConfigError) and "num_lat" in str(r.exception)
+    assert isinstance(r.exception, ConfigError) and "--num-lat" in str(r.exception)
 
 
 @pytest.mark.slow

@@ -17,16 +17,44 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, add_completion=Fa
 
 
 def _parse_thresholds(text: str) -> np.ndarray:
+    """Comma-separated thresholds: finite, strictly increasing, at least one (checked before any import)."""
     try:
-        return np.array([float(v) for v in text.split(",") if v.strip()])
+        thr = np.array([float(v) for v in text.split(",") if v.strip()])
     except ValueError:
         raise ConfigError(f"thresholds must be comma-separated numbers, got {text!r}") from None
+    if thr.size == 0:
+        raise ConfigError(f"thresholds must be a non-empty list, got {text!r}")
+    if not np.all(np.isfinite(thr)):
+        raise ConfigError(f"thresholds must be finite (no NaN/inf), got {thr.tolist()}")
+    if np.any(np.diff(thr) <= 0):
+        raise ConfigError(f"thresholds must be strictly increasing, got {thr.tolist()}")
+    return thr
 
 
 def _open(data: Optional[Path]):
     from nemic.data.opera import load_sample, open_opera
 
     return (load_sample(), "shipped OPERA sample") if data is None else (open_opera(data), str(data))
+
+
+def _parse_window(window: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``"y0:y1,x0:x1"`` as two (start, stop) pairs of non-negative integers with start < stop."""
+    msg = f"window must look like y0:y1,x0:x1 (pixel indices, start < stop), got {window!r}"
+    parts = window.split(",")
+    if len(parts) != 2:
+        raise ConfigError(msg)
+    try:
+        pairs = [tuple(int(v) for v in part.split(":")) for part in parts]
+    except ValueError:
+        raise ConfigError(msg) from None
+    if any(len(pq) != 2 or pq[0] < 0 or pq[1] <= pq[0] for pq in pairs):
+        raise ConfigError(msg)
+    return pairs[0], pairs[1]
+
+
+def _int_at_least(name: str, value: int, minimum: int) -> None:
+    if value < minimum:
+        raise ConfigError(f"--{name} must be an integer >= {minimum}, got {value}")
 
 
 @app.command()
@@ -38,9 +66,16 @@ def measures(
     connectivity: int = typer.Option(8, help="4 or 8"),
 ) -> None:
     """Print area, perimeter, Euler characteristic and components of one frame (NaN = no coverage = background)."""
+    thr = _parse_thresholds(thresholds)
+    if connectivity not in (4, 8):
+        raise ConfigError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    if frame < 0:
+        raise ConfigError(f"frame must be >= 0, got {frame}")
+    win = _parse_window(window) if window else None
     from rich.console import Console
     from rich.table import Table
 
+    from nemic.data.opera import check_rain_frame
     from nemic.metrics.minkowski import minkowski_functionals
 
     ds, name = _open(data)
@@ -48,14 +83,13 @@ def measures(
     if not 0 <= frame < rr.sizes["time"]:
         raise ConfigError(f"frame must be in [0, {rr.sizes['time']}), got {frame}")
     sel = {"time": frame}
-    if window:
-        try:
-            ys, xs = (tuple(int(v) for v in part.split(":")) for part in window.split(","))
-        except ValueError:
-            raise ConfigError(f"window must look like y0:y1,x0:x1, got {window!r}") from None
-        sel.update(y=slice(*ys), x=slice(*xs))
+    if win is not None:
+        (y0, y1), (x0, x1) = win
+        if y1 > rr.sizes["y"] or x1 > rr.sizes["x"]:
+            raise ConfigError(f"window {window!r} reaches past the frame of {rr.sizes['y']} x {rr.sizes['x']} pixels")
+        sel.update(y=slice(y0, y1), x=slice(x0, x1))
     field = rr.isel(**sel).values
-    thr = _parse_thresholds(thresholds)
+    check_rain_frame(field, f"{name}, frame {frame}")
     m = minkowski_functionals(field, thr, connectivity=connectivity, nan_policy="background", components=True)
     table = Table(title=f"{name}, frame {frame} ({str(rr.time.values[frame])[:16]}), {field.shape[0]} x "
                   f"{field.shape[1]} pixels, {connectivity}-connectivity")
@@ -98,7 +132,8 @@ def train_surrogate_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from nemic.io.output import ensure_writable_dir, write_json
+    from nemic.experiments.config import CHECKPOINTS, settings_hash, staged_run
+    from nemic.io.output import write_json
     from nemic.data.opera import extract_patches, time_block_split, wet_quantile_thresholds
     from nemic.metrics.minkowski import minkowski_functionals
     from nemic.metrics.minkowski.surrogate import MEASURE_NAMES, constraint_violations, r2_scores, stack_measures
@@ -107,11 +142,23 @@ def train_surrogate_cmd(
     from nemic.train.surrogate import train_surrogate
 
     console = Console()
-    out = ensure_writable_dir(out)
-    if frame_step < 1 or steps < 1 or batch < 1 or max_patches < 2:
-        raise ConfigError("frame-step, steps, batch must be >= 1 and max-patches >= 2")
+    for name, v, lo in (("n-thresholds", n_thresholds, 1), ("patch", patch, 2), ("stride", stride, 1),
+                        ("frame-step", frame_step, 1), ("max-patches", max_patches, 2), ("gap", gap, 0),
+                        ("steps", steps, 1), ("batch", batch, 1), ("channels", channels, 1), ("blocks", blocks, 0),
+                        ("factor", factor, 1), ("seed", seed, 0)):
+        _int_at_least(name, v, lo)
     if not np.isfinite(lr) or lr <= 0:
         raise ConfigError(f"--lr must be a finite number > 0, got {lr}")
+    if not 0 <= min_wet <= 1:
+        raise ConfigError(f"--min-wet must be in [0, 1], got {min_wet}")
+    if not 0 < train_fraction < 1:
+        raise ConfigError(f"--train-fraction must be in (0, 1), got {train_fraction}")
+    if patch % factor:
+        raise ConfigError(f"--patch ({patch}) must be a multiple of --factor ({factor})")
+    settings = {"data": str(data) if data else None, "n_thresholds": n_thresholds, "patch": patch, "stride": stride,
+                "min_wet": min_wet, "frame_step": frame_step, "max_patches": max_patches,
+                "train_fraction": train_fraction, "gap": gap, "steps": steps, "batch": batch, "lr": lr,
+                "channels": channels, "blocks": blocks, "factor": factor, "seed": seed}
     t_start = time.perf_counter()
     ds, name = _open(data)
     rr = ds.rain_rate.isel(time=slice(None, None, frame_step))
@@ -134,66 +181,68 @@ def train_surrogate_cmd(
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                         console=console)
-    with progress:
-        task = progress.add_task("exact measures", total=n, info="")
-        ys = []
-        for i in range(0, n, 64):
-            ys.append(np.asarray(stack_measures(minkowski_functionals(x[i : i + 64], thr, components=True))))
-            progress.update(task, advance=min(64, n - i))
-        y = np.concatenate(ys)
-        models, histories, times = {}, {}, {}
-        for constrained in (True, False):
-            label = "surrogate" if constrained else "surrogate_unconstrained"
-            task = progress.add_task(f"training {label}", total=steps, info="")
-            key = jax.random.PRNGKey(seed)
-            init = MinkowskiSurrogate(thr, channels=channels, blocks=blocks, factor=factor,
-                                      constrained=constrained, key=key)
-            t0 = time.perf_counter()
+    with staged_run(out, "minkowski train-surrogate", settings) as stage:
+        with progress:
+            task = progress.add_task("exact measures", total=n, info="")
+            ys = []
+            for i in range(0, n, 64):
+                ys.append(np.asarray(stack_measures(minkowski_functionals(x[i : i + 64], thr, components=True))))
+                progress.update(task, advance=min(64, n - i))
+            y = np.concatenate(ys)
+            models, histories, times = {}, {}, {}
+            for constrained in (True, False):
+                label = "surrogate" if constrained else "surrogate_unconstrained"
+                task = progress.add_task(f"training {label}", total=steps, info="")
+                key = jax.random.PRNGKey(seed)
+                init = MinkowskiSurrogate(thr, channels=channels, blocks=blocks, factor=factor,
+                                          constrained=constrained, key=key)
+                t0 = time.perf_counter()
 
-            def cb(i, loss, task=task):
-                progress.update(task, advance=1, info=f"loss {loss:.4f}")
+                def cb(i, loss, task=task):
+                    progress.update(task, advance=1, info=f"loss {loss:.4f}")
 
-            models[label], histories[label] = train_surrogate(
-                init, x[tr], y[tr], steps=steps, batch_size=batch, learning_rate=lr,
-                key=jax.random.fold_in(key, 1), callback=cb)
-            times[label] = time.perf_counter() - t0
+                ckpt = stage / CHECKPOINTS / f"{label}-{settings_hash(settings)}.ckpt"  # a killed run resumes
+                models[label], histories[label] = train_surrogate(
+                    init, x[tr], y[tr], steps=steps, batch_size=batch, learning_rate=lr,
+                    key=jax.random.fold_in(key, 1), callback=cb, checkpoint=ckpt)
+                times[label] = time.perf_counter() - t0
 
-    domain = patch * patch
-    report = {"data": name, "thresholds": thr.tolist(), "measures": list(MEASURE_NAMES),
-              "n_train": int(tr.size), "n_test": int(te.size), "models": {}}
-    table = Table(title=f"test block ({te.size} patches from later frames): R^2 (mean over thresholds) and share of "
-                  "(sample, threshold) pairs breaking a constraint")
-    for col in ("model", *MEASURE_NAMES, "violations", "train time (s)"):
-        table.add_column(col, justify="right")
-    for label, model in models.items():
-        pred = np.concatenate([np.asarray(stack_measures(model(jnp.asarray(x[te][i : i + 64]))))
-                               for i in range(0, te.size, 64)])
-        r2 = r2_scores(pred, y[te])
-        viol = constraint_violations(pred, domain)
-        rec = {
-            "r2": {m: r2[k].tolist() for k, m in enumerate(MEASURE_NAMES)},
-            "violation_share": float(viol["any"].mean()),
-            "violation_share_by_constraint": {c: float(v.mean()) for c, v in viol.items() if c != "any"},
-            "final_training_loss": float(np.mean(histories[label][-20:])),
-            "train_seconds": times[label],
-        }
-        report["models"][label] = rec
-        table.add_row(label, *(f"{np.nanmean(r2[k]):.3f}" for k in range(4)), f"{100 * rec['violation_share']:.2f}%",
-                      f"{times[label]:.0f}")
-        recipe = {
-            "command": "nemic minkowski " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "train-surrogate",
-            "data": name, "patch": patch, "stride": stride, "min_wet_fraction": min_wet, "frame_step": frame_step,
-            "max_patches": max_patches, "train_fraction": train_fraction, "gap": gap, "steps": steps,
-            "batch": batch, "learning_rate": lr, "seed": seed, "n_train": int(tr.size),
-            "train_until": str(patches.time.values[tr].max())[:19],
-        }
-        extra = {"recipe": recipe, "test_report": rec,
-                 "attribution": "trained on EUMETNET OPERA radar data (CC BY 4.0)"}
-        path = save_module(out / label, model, extra=extra)
-        header = read_header(path)
-        write_json({"weights": path.name, "kind": header["kind"], "hyperparameters": header["config"], **extra,
-                    "load_with": "nemic.train.checkpoint.load_module"}, out / f"{label}.json")
-    report["seconds_total"] = time.perf_counter() - t_start
-    write_json(report, out / "report.json")
+        domain = patch * patch
+        report = {"data": name, "thresholds": thr.tolist(), "measures": list(MEASURE_NAMES),
+                  "n_train": int(tr.size), "n_test": int(te.size), "models": {}}
+        table = Table(title=f"test block ({te.size} patches from later frames): R^2 (mean over thresholds) and "
+                      "share of (sample, threshold) pairs breaking a constraint")
+        for col in ("model", *MEASURE_NAMES, "violations", "train time (s)"):
+            table.add_column(col, justify="right")
+        for label, model in models.items():
+            pred = np.concatenate([np.asarray(stack_measures(model(jnp.asarray(x[te][i : i + 64]))))
+                                   for i in range(0, te.size, 64)])
+            r2 = r2_scores(pred, y[te])
+            viol = constraint_violations(pred, domain)
+            rec = {
+                "r2": {m: r2[k].tolist() for k, m in enumerate(MEASURE_NAMES)},
+                "violation_share": float(viol["any"].mean()),
+                "violation_share_by_constraint": {c: float(v.mean()) for c, v in viol.items() if c != "any"},
+                "final_training_loss": float(np.mean(histories[label][-20:])),
+                "train_seconds": times[label],
+            }
+            report["models"][label] = rec
+            table.add_row(label, *(f"{np.nanmean(r2[k]):.3f}" for k in range(4)),
+                          f"{100 * rec['violation_share']:.2f}%", f"{times[label]:.0f}")
+            recipe = {
+                "command": "nemic minkowski " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "train-surrogate",
+                "data": name, "patch": patch, "stride": stride, "min_wet_fraction": min_wet,
+                "frame_step": frame_step, "max_patches": max_patches, "train_fraction": train_fraction, "gap": gap, "steps": steps,
+                "batch": batch, "learning_rate": lr, "seed": seed, "n_train": int(tr.size),
+                "train_until": str(patches.time.values[tr].max())[:19],
+            }
+            extra = {"recipe": recipe, "test_report": rec,
+                     "attribution": "trained on EUMETNET OPERA radar data (CC BY 4.0)"}
+            path = save_module(stage / label, model, extra=extra)
+            header = read_header(path)
+            write_json({"weights": path.name, "kind": header["kind"], "hyperparameters": header["config"], **extra,
+                        "load_with": "nemic.train.checkpoint.load_module"}, stage / f"{label}.json")
+        report["seconds_total"] = time.perf_counter() - t_start
+        write_json(report, stage / "report.json")
     console.print(table)
     console.print(f"wrote {out}/surrogate.eqx, surrogate_unconstrained.eqx (+ readable .json), report.json")

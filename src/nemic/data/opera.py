@@ -29,6 +29,7 @@ from nemic.core.errors import ConfigError, DataError
 
 __all__ = [
     "SAMPLE_FILE",
+    "check_rain_frame",
     "extract_patches",
     "load_sample",
     "open_netcdf",
@@ -69,8 +70,12 @@ def open_opera(path: str | os.PathLike) -> xr.Dataset:
     missing file, a file that is neither, or a file without rain rate.
     """
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"OPERA file '{p}' is a directory, expected an ODIM-HDF5 or netCDF file")
     if not p.is_file():
         raise DataError(f"OPERA file '{p}' does not exist")
+    if not os.access(p, os.R_OK):
+        raise DataError(f"OPERA file '{p}' cannot be read (permission denied)")
     import h5py
 
     try:
@@ -122,6 +127,10 @@ def open_netcdf(path: str | os.PathLike) -> xr.Dataset:
     if units not in ("mmh-1", "mmh", "mmhr-1", "mmhr"):
         ds.close()
         raise DataError(f"'{p}': rain_rate has units {ds.rain_rate.attrs.get('units')!r}, expected mm h-1")
+    dims = tuple(ds.rain_rate.dims)
+    if not (len(dims) == 2 or (len(dims) == 3 and dims[0] == "time")):
+        ds.close()
+        raise DataError(f"'{p}': rain_rate must have dims (time, y, x) or (y, x), got {dims}")
     if ds.rain_rate.ndim == 2:
         ds = ds.expand_dims("time")
     if tuple(ds.rain_rate.dims)[-2:] != ("y", "x"):
@@ -152,6 +161,13 @@ def _odim_time(what: dict[str, Any]) -> np.datetime64:
     return np.datetime64("NaT", "ns")
 
 
+def _numbered(group: Any, prefix: str) -> list[str]:
+    """Names ``<prefix>N`` (N = 1, 2, ...) among the members of an HDF5 group, in numeric order; other names (as
+    ``quality1`` beside ``data1``) are ignored."""
+    found = [(int(k[len(prefix):]), k) for k in group.keys() if k.startswith(prefix) and k[len(prefix):].isdigit()]
+    return [k for _, k in sorted(found)]
+
+
 def read_odim(path: str | os.PathLike) -> xr.Dataset:
     """Read the rain-rate fields (ODIM quantity ``RATE``, mm/h) of an ODIM-HDF5 composite into a Dataset.
 
@@ -180,8 +196,12 @@ def read_odim(path: str | os.PathLike) -> xr.Dataset:
         if not _is_odim(h5):
             raise DataError(f"'{p}' is HDF5 but not ODIM_H5 (no Conventions='ODIM_H5/...' and no what/where groups)")
         fields, times, found = [], [], []
-        for ds_name in sorted((k for k in h5 if k.startswith("dataset")), key=lambda s: int(s[7:] or 0)):
-            for d_name in sorted((k for k in h5[ds_name] if k.startswith("data")), key=lambda s: int(s[4:] or 0)):
+        ds_names = _numbered(h5, "dataset")
+        if not ds_names:
+            raise DataError(f"'{p}' is ODIM_H5 but has no groups named dataset1, dataset2, ...; groups found: "
+                            f"{sorted(h5.keys())}")
+        for ds_name in ds_names:
+            for d_name in _numbered(h5[ds_name], "data"):
                 what = _what(h5, ds_name, d_name)
                 q = _attr_str(what.get("quantity", "?"))
                 found.append(q)
@@ -190,8 +210,15 @@ def read_odim(path: str | os.PathLike) -> xr.Dataset:
                 if "data" not in h5[ds_name][d_name]:
                     raise DataError(f"'{p}': /{ds_name}/{d_name} has no 'data' array")
                 raw = np.asarray(h5[ds_name][d_name]["data"][...])
-                gain = float(what.get("gain", 1.0))
-                offset = float(what.get("offset", 0.0))
+                try:
+                    gain = float(what.get("gain", 1.0))
+                    offset = float(what.get("offset", 0.0))
+                except (TypeError, ValueError):
+                    raise DataError(f"'{p}': /{ds_name}/{d_name} has a gain or offset that is not a number") from None
+                if not (np.isfinite(gain) and np.isfinite(offset)):
+                    raise DataError(f"'{p}': /{ds_name}/{d_name} has a non-finite gain ({gain}) or offset ({offset})")
+                if raw.ndim != 2:
+                    raise DataError(f"'{p}': /{ds_name}/{d_name}/data must be a 2-D image, got shape {raw.shape}")
                 val = offset + gain * raw.astype(np.float64)
                 if "nodata" in what:
                     val[raw == what["nodata"]] = np.nan
@@ -238,6 +265,22 @@ def load_sample() -> xr.Dataset:
     ref = resources.files("nemic").joinpath("resources", "opera", SAMPLE_FILE)
     with resources.as_file(ref) as f:
         return open_netcdf(f).load()
+
+
+def check_rain_frame(frame: Any, where: str = "rain rate") -> None:
+    """Raise :class:`DataError` if a rain-rate field holds +-inf or negative values (NaN, no coverage, is fine)."""
+    a = np.asarray(frame)
+    if a.dtype.kind not in "fiu":
+        raise DataError(f"{where}: rain rate must be numeric, got dtype {a.dtype}")
+    if a.dtype.kind == "f":
+        n_inf = int(np.count_nonzero(np.isinf(a)))
+        if n_inf:
+            raise DataError(f"{where}: rain rate holds {n_inf} infinite value(s); expected mm/h, NaN where no radar "
+                            "covers the point")
+    with np.errstate(invalid="ignore"):
+        n_neg = int(np.count_nonzero(a < 0))
+    if n_neg:
+        raise DataError(f"{where}: rain rate holds {n_neg} negative value(s); rain rates are >= 0 mm/h")
 
 
 def _window_sums(a: np.ndarray, size: int) -> np.ndarray:
@@ -292,6 +335,7 @@ def extract_patches(
     has_time = "time" in rain.coords
     for k in range(rain.shape[0]):
         frame = np.asarray(rain[k].values, dtype=np.float64)
+        check_rain_frame(frame, f"frame {k}")
         bad = ~np.isfinite(frame) | (frame > max_rate)
         wet = np.where(bad, 0.0, frame >= wet_threshold)
         nbad = _window_sums(bad.astype(np.float64), size)[::stride, ::stride]

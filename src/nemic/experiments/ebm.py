@@ -33,6 +33,29 @@ from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM, EBMState, global_me
 PARAM_NAMES = ("S0", "s2", "A", "B", "D", "a0", "a2", "ai", "Tf", "water_depth", "albedo_width", "co2_ratio")
 
 
+#: largest number of latitude cells, of saved values, and of steps accepted before a run starts
+MAX_NUM_LAT = 100_000
+MAX_SAVED_VALUES = 2 * 10**9
+MAX_STEPS = 10**8
+
+
+def check_ebm_size(num_lat: int, years: float, *, per_year: float = 90, what: str = "years",
+                   saved_per_year: float | None = None) -> None:
+    """Refuse an EBM run whose grid or length cannot fit in memory or time with one line, before any work.
+
+    ``per_year`` steps per year are taken and ``saved_per_year`` states are kept (every step by default).
+    """
+    if num_lat > MAX_NUM_LAT:
+        raise ConfigError(f"num_lat must be at most {MAX_NUM_LAT}, got {num_lat}")
+    steps = years * per_year
+    if steps > MAX_STEPS:
+        raise ConfigError(f"{what} = {years:g} would take {steps:.3g} steps; at most {MAX_STEPS:.0e} are allowed")
+    saved = years * (per_year if saved_per_year is None else saved_per_year) * num_lat
+    if saved > MAX_SAVED_VALUES:
+        raise ConfigError(f"{what} = {years:g} with num_lat = {num_lat} would keep {saved:.3g} values "
+                          f"(about {8 * saved / 2**30:.0f} GiB); reduce them")
+
+
 def model_attrs(model: DiffusiveEBM) -> dict[str, Any]:
     """The model's parameters as plain floats/strings (for netCDF attributes and JSON); the model is rebuilt from
     them by ``DiffusiveEBM.from_attrs``."""

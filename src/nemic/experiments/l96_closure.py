@@ -30,7 +30,8 @@ import numpy as np
 import xarray as xr
 
 from nemic.core.errors import BlowUpError, ConfigError, check_int_at_least, check_positive
-from nemic.io.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
+from nemic.experiments.config import CHECKPOINTS, staged_run
+from nemic.io.output import to_xarray, write_json, write_netcdf
 from nemic.core.rollout import Trajectory, rollout, simulate
 from nemic.core.steppers import RK4
 from nemic.experiments.l96_plots import plot_all
@@ -45,6 +46,16 @@ from nemic.train.offline import fit_offline
 from nemic.train.online import fit_online
 
 CLOSURES = ("none", "polynomial", "nn_offline", "nn_online")
+#: largest memory a recipe's arrays may take, and most steps of a run, before it is refused at the door
+MAX_BYTES = 32 * 2**30
+MAX_STEPS = 10**9
+
+
+def check_finite_number(name: str, value: Any) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +109,49 @@ class L96ClosureConfig:
         if need > self.test_time + 1e-9:
             raise ConfigError(f"test_time ({self.test_time}) is too short for {self.n_forecasts} forecasts spaced "
                               f"{self.forecast_spacing} with lead {self.max_lead} (needs {need:g})")
+        for name in ("h", "c", "F"):
+            check_finite_number(name, getattr(self, name))
+        check_int_at_least("nn_halfwidth", self.nn_halfwidth, 0)
+        check_int_at_least("polynomial_degree", self.polynomial_degree, 0)
+        check_int_at_least("seed", self.seed, 0)
+        if self.steps(self.max_lead, self.coarse_dt) < self.lead_save_every:
+            raise ConfigError(f"max_lead ({self.max_lead}) must be at least lead_save_every ({self.lead_save_every}) "
+                              f"coarse steps of {self.coarse_dt}")
+        if self.steps(self.acf_max_lag, self.coarse_dt) >= self.steps(self.test_time, self.coarse_dt):
+            raise ConfigError(f"acf_max_lag ({self.acf_max_lag}) must be shorter than test_time ({self.test_time})")
+        self._check_curriculum()
+        self._check_sizes()
+
+    def _check_curriculum(self) -> None:
+        cur = self.online_curriculum
+        if not isinstance(cur, (tuple, list)) or len(cur) == 0:
+            raise ConfigError(f"online_curriculum must be a non-empty list of [rollout_saves, iterations] pairs, "
+                              f"got {cur!r}")
+        n_train = self.steps(self.train_time, self.coarse_dt) + 1  # saved training states
+        for stage in cur:
+            ok = isinstance(stage, (tuple, list)) and len(stage) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in stage)
+            if not ok or stage[0] < 1 or stage[1] < 0:
+                raise ConfigError(f"online_curriculum stages must be [rollout_saves >= 1, iterations >= 0] integer "
+                                  f"pairs, got {stage!r}")
+            if stage[0] + 1 > n_train:
+                raise ConfigError(f"online_curriculum stage {list(stage)} needs {stage[0] + 1} training states but "
+                                  f"train_time {self.train_time} gives {n_train}")
+
+    def _check_sizes(self) -> None:
+        """Refuse settings whose arrays cannot fit in memory before anything runs (one line, not an XLA trace)."""
+        coarse_states = sum(self.steps(t, self.coarse_dt) for t in (self.train_time, self.test_time,
+                                                                    self.climate_time))
+        need = 8.0 * self.K * (self.J + 2) * coarse_states * 4  # truth X, U, free runs of four closures
+        if need > MAX_BYTES:
+            raise ConfigError(f"these run lengths (train_time {self.train_time}, test_time {self.test_time}, "
+                              f"climate_time {self.climate_time}) with K={self.K}, J={self.J} would need about "
+                              f"{need / 2**30:.0f} GiB of memory; reduce them")
+        truth_steps = self.steps(self.spinup_time + self.train_time + max(self.test_time, self.climate_time),
+                                 self.truth_dt)
+        if truth_steps > MAX_STEPS:
+            raise ConfigError(f"the truth runs would take {truth_steps:.3g} steps of truth_dt {self.truth_dt}; at "
+                              f"most {MAX_STEPS:.0e} are allowed (shorten the run times or raise truth_dt)")
 
     @property
     def ratio(self) -> int:
@@ -185,12 +239,20 @@ def run(cfg: L96ClosureConfig = L96ClosureConfig(), out: str | Path = "runs/quic
     """Run the whole recipe, write everything to ``out`` and return the metrics dictionary.
 
     Files written: ``metrics.json``, ``truth.nc`` (test-period X), ``free_run_<closure>.nc``,
-    ``forecast_rmse.nc``, PNG plots, and the fitted closures in ``models/``.
+    ``forecast_rmse.nc``, PNG plots, and the fitted closures in ``models/``. The results are staged and replace
+    ``out`` whole at the end (:func:`~nemic.experiments.config.staged_run`): a failed or interrupted run leaves an
+    earlier ``out`` exactly as it was, and its training checkpoints let a rerun with the same settings resume.
     """
+    if not isinstance(cfg, L96ClosureConfig):
+        raise ConfigError(f"cfg must be an L96ClosureConfig, got {type(cfg).__name__}")
+    with staged_run(out, "quickstart", dataclasses.asdict(cfg)) as stage:
+        return _run(cfg, stage, progress=progress, log=log)
+
+
+def _run(cfg: L96ClosureConfig, out: Path, *, progress: bool, log) -> dict[str, Any]:
     t_start = time.perf_counter()
-    out = ensure_writable_dir(out)
-    # training resumes from checkpoints only of the very same configuration
-    ckpt_dir = out / "checkpoints" / _config_hash(cfg)
+    # training resumes from checkpoints only of the very same configuration (kept in the staging directory)
+    ckpt_dir = out / CHECKPOINTS / _config_hash(cfg)
     key = jax.random.PRNGKey(cfg.seed)
     k_train, k_test, k_nn, k_off, k_on = jax.random.split(key, 5)
     truth_model = TwoScaleLorenz96(h=cfg.h, b=cfg.b, c=cfg.c, F=cfg.F)

@@ -31,7 +31,9 @@ import numpy as np
 import xarray as xr
 
 from nemic.core.errors import ConfigError, check_int_at_least, check_positive
-from nemic.io.output import ensure_writable_dir, save_figure, write_json, write_netcdf
+from nemic.experiments.config import staged_run
+from nemic.experiments.ebm import check_ebm_size
+from nemic.io.output import save_figure, write_json, write_netcdf
 from nemic.core.process import AbstractProcess
 from nemic.core.rollout import simulate
 from nemic.core.steppers import SemiImplicitEuler
@@ -79,13 +81,24 @@ class NudgingEBMConfig:
         if self.tau_days * DAY < 0.5 * SECONDS_PER_YEAR / 90:
             raise ConfigError(f"tau_days ({self.tau_days}) must be at least half a timestep "
                               f"({SECONDS_PER_YEAR / 90 / DAY / 2:.2f} days) for the explicit nudging term")
+        check_ebm_size(self.num_lat, self.years, per_year=90, what="years")
+        check_ebm_size(self.num_lat, self.free_years, per_year=90, what="free_years", saved_per_year=0)
 
 
 def run(cfg: NudgingEBMConfig = NudgingEBMConfig(), out: str | Path = "runs/nudging_ebm", *,
         log=print) -> dict[str, Any]:
-    """Run the recipe; write ``metrics.json``, ``nudged_run.nc``, ``equilibria.nc`` and ``ebm_flux_correction.png``."""
+    """Run the recipe; write ``metrics.json``, ``nudged_run.nc``, ``equilibria.nc`` and ``ebm_flux_correction.png``.
+
+    The results are staged and replace ``out`` whole at the end; a failed run leaves an earlier ``out`` as it was.
+    """
+    if not isinstance(cfg, NudgingEBMConfig):
+        raise ConfigError(f"cfg must be a NudgingEBMConfig, got {type(cfg).__name__}")
+    with staged_run(out, "nudging ebm", dataclasses.asdict(cfg)) as stage:
+        return _run(cfg, stage, log=log)
+
+
+def _run(cfg: NudgingEBMConfig, out: Path, *, log) -> dict[str, Any]:
     t_start = time.perf_counter()
-    out = ensure_writable_dir(out)
     dry = DiffusiveEBM(cfg.num_lat, grid="lat", insolation_type="annual", D=cfg.dry_D)
     dt = dry.default_timestep
     n = int(round(cfg.years * SECONDS_PER_YEAR / dt))

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nemic.core.errors import ConfigError, check_positive
-from nemic.io.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
+from nemic.experiments.config import CHECKPOINTS, settings_hash, staged_run
+from nemic.io.output import to_xarray, write_json, write_netcdf
 from nemic.core.steppers import RK4
 from nemic.experiments.l96_closure import L96ClosureConfig, evaluate, truth_run
 from nemic.metrics.climate import hellinger_distance
@@ -59,6 +60,10 @@ class NudgingL96Config:
     guard_quantile: float = 0.999
 
     def __post_init__(self):
+        if not isinstance(self.closure, L96ClosureConfig):
+            raise ConfigError(f"closure must be an L96ClosureConfig, got {type(self.closure).__name__}")
+        if not isinstance(self.online, bool):
+            raise ConfigError(f"online must be true or false, got {self.online!r}")
         check_positive("tau", self.tau)
         if not 0 < self.guard_quantile < 1:
             raise ConfigError(f"guard_quantile must be in (0, 1), got {self.guard_quantile!r}")
@@ -87,11 +92,19 @@ def run(cfg: NudgingL96Config = NudgingL96Config(), out: str | Path = "runs/nudg
 
     Files: ``metrics.json``; ``nudged_run.nc`` (the nudged state and ``x_nudging_tendency``); ``truth.nc``;
     ``free_run_<model>.nc``; ``guard.nc`` (per-time novelty of the corrected free run); PNG plots; fitted
-    networks in ``models/``.
+    networks in ``models/``. The results are staged and replace ``out`` whole at the end
+    (:func:`~nemic.experiments.config.staged_run`): a failed run leaves an earlier ``out`` as it was.
     """
+    if not isinstance(cfg, NudgingL96Config):
+        raise ConfigError(f"cfg must be a NudgingL96Config, got {type(cfg).__name__}")
+    with staged_run(out, "nudging l96", _flat(cfg)) as stage:
+        return _run(cfg, stage, progress=progress, log=log)
+
+
+def _run(cfg: NudgingL96Config, out: Path, *, progress: bool, log) -> dict[str, Any]:
     t_start = time.perf_counter()
     c = cfg.closure
-    out = ensure_writable_dir(out)
+    ckpt = out / CHECKPOINTS / settings_hash(dataclasses.asdict(cfg))  # resumes only the very same settings
     k_train, k_test, k_nn, k_fit, k_off, k_on = jax.random.split(jax.random.PRNGKey(c.seed), 6)
     truth_model = TwoScaleLorenz96(h=c.h, b=c.b, c=c.c, F=c.F)
     coarse = Lorenz96(F=c.F)
@@ -123,10 +136,11 @@ def run(cfg: NudgingL96Config = NudgingL96Config(), out: str | Path = "runs/nudg
     nets: dict[str, Any] = {}
     nets["nudging_correction"], hist_nudge = fit_offline(net, x_nudged, n_tend, n_iters=c.offline_iters,
                                                          batch_size=c.offline_batch, learning_rate=c.offline_lr,
-                                                         key=k_fit, progress=progress)
+                                                         key=k_fit, progress=progress,
+                                                         checkpoint_dir=ckpt / "nudging_correction")
     nets["nn_offline"], hist_off = fit_offline(net, x_train, u_train, n_iters=c.offline_iters,
                                                batch_size=c.offline_batch, learning_rate=c.offline_lr, key=k_off,
-                                               progress=progress)
+                                               progress=progress, checkpoint_dir=ckpt / "nn_offline")
     timings["offline_fits"] = time.perf_counter() - t0
     hist_on: list[float] = []
     if cfg.online:
@@ -135,7 +149,8 @@ def run(cfg: NudgingL96Config = NudgingL96Config(), out: str | Path = "runs/nudg
         trained, hist_on = fit_online(NeuralTendency(nets["nn_offline"], "x"), lambda m: coarse + m, RK4(),
                                       Lorenz96State(x=jnp.asarray(x_train)), dt=c.coarse_dt,
                                       curriculum=c.online_curriculum, batch_size=c.online_batch,
-                                      learning_rate=c.online_lr, key=k_on, progress=progress)
+                                      learning_rate=c.online_lr, key=k_on, progress=progress,
+                                      checkpoint_dir=ckpt / "nn_online")
         nets["nn_online"] = trained.net
         timings["nn_online"] = time.perf_counter() - t0
     for name, module in nets.items():

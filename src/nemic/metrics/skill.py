@@ -6,9 +6,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nemic.core.errors import DataError, check_finite
+
 
 def rmse(forecast: jax.Array, truth: jax.Array, axis=None) -> jax.Array:
-    """Root-mean-square error ``sqrt(mean((forecast - truth)^2))`` over ``axis`` (all axes by default)."""
+    """Root-mean-square error ``sqrt(mean((forecast - truth)^2))`` over ``axis`` (all axes by default).
+
+    Concrete inputs with NaN/inf raise :class:`DataError` (traced ones, inside ``jit``, are not checked).
+    """
+    check_finite("forecast", forecast)
+    check_finite("truth", truth)
     return jnp.sqrt(jnp.mean((forecast - truth) ** 2, axis=axis))
 
 
@@ -21,9 +28,12 @@ def forecast_rmse(forecasts: jax.Array, truths: jax.Array) -> jax.Array:
     Returns:
         shape (n_leads,): ``sqrt(mean over forecasts and state of squared error)`` at each lead.
     """
-    if forecasts.shape != truths.shape or forecasts.ndim < 2:
-        raise ValueError(f"forecasts and truths need equal shapes (n, leads, ...), got {forecasts.shape}, "
-                         f"{truths.shape}")
+    if jnp.shape(forecasts) != jnp.shape(truths) or jnp.ndim(forecasts) < 2:
+        raise DataError(f"forecasts and truths need equal shapes (n, leads, ...), got {jnp.shape(forecasts)}, "
+                        f"{jnp.shape(truths)}")
+    check_finite("forecasts", forecasts)
+    check_finite("truths", truths)
+    forecasts, truths = jnp.asarray(forecasts), jnp.asarray(truths)
     err = (forecasts - truths) ** 2
     return jnp.sqrt(jnp.mean(err.reshape(err.shape[0], err.shape[1], -1), axis=(0, 2)))
 
@@ -38,6 +48,10 @@ def skill_lost_lead_time(lead_times, rmse_curve, threshold: float) -> float:
     """
     lead = np.asarray(lead_times, dtype=float)
     e = np.asarray(rmse_curve, dtype=float)
+    if lead.ndim != 1 or lead.shape != e.shape or lead.size == 0:
+        raise DataError(f"lead_times and rmse_curve must be 1-D of the same length, got {lead.shape}, {e.shape}")
+    if not (np.all(np.isfinite(lead)) and np.all(np.isfinite(e)) and np.isfinite(threshold)):
+        raise DataError("lead_times, rmse_curve and threshold must be finite (no NaN/inf)")
     above = np.nonzero(e >= threshold)[0]
     if above.size == 0:
         return float("inf")

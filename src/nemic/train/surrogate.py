@@ -20,9 +20,10 @@ from typing import Any, Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from nemic.core.errors import DataError
+from nemic.core.errors import ConfigError, DataError
 from nemic.metrics.minkowski.surrogate import polyomino_min_perimeter, stack_measures
 from nemic.nn.minkowski_surrogate import MinkowskiSurrogate
 from nemic.train.checkpoint import CheckpointError, load_module, save_module
@@ -132,6 +133,12 @@ def train_surrogate(
     Raises:
         TrainingDivergedError: on a NaN/inf loss, gradient or weight (nothing is returned or saved then).
     """
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
+        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not np.isfinite(learning_rate) or learning_rate <= 0:
+        raise ConfigError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
     x = jnp.asarray(patches, dtype=float)
     y = jnp.asarray(targets, dtype=float)
     if x.ndim != 3 or y.ndim != 3 or y.shape[0] != x.shape[0] or y.shape[1:] != (4, model.thresholds.shape[0]):

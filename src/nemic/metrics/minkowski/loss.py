@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nemic.core.errors import ConfigError, DataError, is_concrete
+from nemic.core.errors import ConfigError, DataError, check_finite, is_concrete
 from nemic.metrics.minkowski._validate import check_connectivity, check_thresholds
 from nemic.metrics.minkowski.exact import MinkowskiMeasures
 from nemic.metrics.minkowski.relaxed import _check_temperature, _check_tnorm, relaxed_minkowski_functionals
@@ -119,6 +119,8 @@ class MinkowskiLoss(eqx.Module):
             raise DataError(f"fields must have at least 2 dimensions (..., H, W), got {jnp.shape(prediction)}")
         if is_concrete(self.temperature):
             _check_temperature(self.temperature)
+        check_finite("Minkowski loss prediction", prediction)  # concrete values only; traced ones pass
+        check_finite("Minkowski loss target", target)
         h, w = jnp.shape(prediction)[-2:]
         mp = self.measures(prediction)
         mt = self.measures(jax.lax.stop_gradient(jnp.asarray(target)))

@@ -15,11 +15,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nemic.core.errors import DataError
 from nemic.metrics.minkowski.exact import MinkowskiMeasures
 
 __all__ = ["MEASURE_NAMES", "constraint_violations", "polyomino_min_perimeter", "r2_scores", "stack_measures"]
 
 MEASURE_NAMES = ("area", "perimeter", "euler", "components")
+
+
+def _check_finite_array(name: str, a: np.ndarray) -> None:
+    if not np.all(np.isfinite(a)):
+        n_bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        raise DataError(f"{name} contains {n_bad} NaN/inf value(s); finite values are required")
 
 
 def polyomino_min_perimeter(area: Any) -> jax.Array:
@@ -50,6 +57,11 @@ def constraint_violations(measures: Any, domain: float, atol: float = 1e-6) -> d
     (chi <= N); ``any`` is their union.
     """
     m = np.asarray(measures, dtype=float)
+    if m.ndim < 2 or m.shape[-2] != 4:
+        raise DataError(f"measures must have shape (..., 4, T), got {m.shape}")
+    _check_finite_array("measures", m)
+    if not (np.isfinite(domain) and domain > 0):
+        raise DataError(f"domain must be a finite number of pixels > 0, got {domain!r}")
     a, p, e, n = (m[..., i, :] for i in range(4))
     out = {
         "area_range": (a < -atol) | (a > domain + atol),
@@ -68,6 +80,10 @@ def r2_scores(pred: Any, target: Any) -> np.ndarray:
     (N, ...) x (N, ...) -> (...); NaN where the target is constant.
     """
     p, t = np.asarray(pred, float), np.asarray(target, float)
+    if p.shape != t.shape or p.ndim < 1 or p.shape[0] < 2:
+        raise DataError(f"pred and target need the same shape (N >= 2, ...), got {p.shape} and {t.shape}")
+    _check_finite_array("pred", p)
+    _check_finite_array("target", t)
     ss_res = np.sum((t - p) ** 2, axis=0)
     ss_tot = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
