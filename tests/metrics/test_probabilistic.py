@@ -62,7 +62,7 @@ def test_perfect_deterministic_forecast_scores_zero_with_finite_gradients():
 
 def test_fair_crps_is_unbiased_and_the_plain_one_is_not():
     """Mean over many 3-member ensembles drawn from N(0,1) = analytic CRPS of N(0,1) for the same observations."""
-    m, n = 3, 200_000
+    m, n = 3, 50_000
     obs = jnp.asarray(rng.normal(size=n) * 1.3 + 0.4)
     ens = jnp.asarray(rng.normal(size=(m, n)))
     exact = float(jnp.mean(crps_gaussian(0.0, 1.0, obs)))
@@ -88,14 +88,14 @@ def test_spread_error_by_lead_matches_spread_error_and_reliable_ensemble_is_one(
 
 
 def test_reliability_diagram_of_a_reliable_and_an_overconfident_ensemble():
-    mu = rng.normal(size=20000)
-    obs = mu + rng.normal(size=20000)
-    small = reliability(mu[None] + rng.normal(size=(8, 20000)), obs, threshold=0.5)
-    assert small["count"].shape == (9,) and float(small["count"].sum()) == 20000
+    mu = rng.normal(size=10000)
+    obs = mu + rng.normal(size=10000)
+    small = reliability(mu[None] + rng.normal(size=(8, 10000)), obs, threshold=0.5)
+    assert small["count"].shape == (9,) and float(small["count"].sum()) == 10000
     # with many members the ensemble fraction is the true probability: observed frequency = forecast probability
-    good = reliability(mu[None] + rng.normal(size=(200, 20000)), obs, threshold=0.5, n_bins=5)
-    np.testing.assert_allclose(good["observed_frequency"], good["forecast_probability"], atol=0.03)
-    bad = reliability(mu[None] + 0.2 * rng.normal(size=(200, 20000)), obs, threshold=0.5, n_bins=5)
+    good = reliability(mu[None] + rng.normal(size=(100, 10000)), obs, threshold=0.5, n_bins=5)
+    np.testing.assert_allclose(good["observed_frequency"], good["forecast_probability"], atol=0.04)
+    bad = reliability(mu[None] + 0.2 * rng.normal(size=(100, 10000)), obs, threshold=0.5, n_bins=5)
     assert float(bad["observed_frequency"][-1]) < float(bad["forecast_probability"][-1]) - 0.1
 
 

@@ -23,7 +23,7 @@ def _reference(sigma=1.0, n=400, k=16):
     return traj.states
 
 
-@pytest.mark.parametrize("score", ["crps", "energy"])
+@pytest.mark.parametrize("score", ["crps", pytest.param("energy", marks=pytest.mark.slow)])  # slow: ~20 s
 def test_two_member_score_training_recovers_the_noise_amplitude(score):
     ref = _reference()
     res = fit_ensemble(WhiteNoise(0.3, field="x"), lambda p: zero + p, ForwardEuler(), ref, dt=DT,
