@@ -395,3 +395,33 @@ def test_surrogate_training_refuses_nan_settings_and_data():
         train_surrogate(m, x, y, steps=2, key=jax.random.PRNGKey(0))
     with pytest.raises(DataError, match="NaN"):  # the learned surrogate itself
         m(x[0])
+
+
+# ---------------------------------------------------------------------------------------------------- staged runs
+def test_a_directory_of_other_files_is_never_replaced(app, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    code, lines = invoke(app, ["ebm", "run", "--out", home, "--num-lat", "4"])
+    assert code == 2 and len(lines) == 1 and "not empty" in lines[0] and "run.json" in lines[0], lines
+    assert (home / "thesis.tex").read_text() == "years of work" and len(list(home.iterdir())) == 1
+
+
+def test_staged_run_keeps_checkpoints_of_a_failed_run_and_drops_its_other_files(tmp_path):
+    from nemic.experiments.config import staged_run
+    from nemic.io.runs import is_finished_run, staging_dir
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        with staged_run(out, "test", {"a": 1}) as stage:
+            (stage / "checkpoints").mkdir()
+            (stage / "checkpoints" / "fit.ckpt").write_text("step 7")
+            (stage / "half_written.nc").write_text("partial")
+            raise RuntimeError("killed")
+    assert not out.exists() and (staging_dir(out) / "checkpoints" / "fit.ckpt").exists()
+    with staged_run(out, "test", {"a": 1}) as stage:
+        assert (stage / "checkpoints" / "fit.ckpt").read_text() == "step 7"  # a rerun resumes from it
+        assert not (stage / "half_written.nc").exists()  # a failed run's files never join the new results
+        (stage / "result.json").write_text("{}")
+    assert is_finished_run(out) and sorted(p.name for p in out.iterdir()) == ["result.json", "run.json"]
+    assert not staging_dir(out).exists()

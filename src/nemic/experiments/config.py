@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, TypeVar
 
 from nemic.core.errors import ConfigError, NemicError
-from nemic.io.runs import run_transaction
+from nemic.io.runs import is_finished_run, run_transaction
 
 try:  # Python >= 3.11
     import tomllib
@@ -124,6 +124,19 @@ def settings_hash(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def check_replaceable(out: str | os.PathLike) -> None:
+    """Refuse (one line) a results path that a run must not replace: a file, or a non-empty directory that is not
+    a finished nemic run (no ``run.json``), such as a home directory given as ``--out`` by mistake."""
+    p = Path(out)
+    if not p.exists():
+        return
+    if not p.is_dir():
+        raise ConfigError(f"results path '{p}' exists and is not a directory")
+    if any(p.iterdir()) and not is_finished_run(p):
+        raise ConfigError(f"'{p}' is not empty and does not hold the results of a finished nemic run (no run.json); "
+                          "a run replaces its --out whole, so choose a new or empty directory")
+
+
 @contextmanager
 def staged_run(out: str | os.PathLike, command: str, settings: Mapping[str, Any] | None = None, *,
                keep_checkpoints: bool = False) -> Iterator[Path]:
@@ -132,8 +145,10 @@ def staged_run(out: str | os.PathLike, command: str, settings: Mapping[str, Any]
 
     Files left in the staging directory by an earlier failed run are removed first, except its ``checkpoints/``
     folder, which lets a killed training resume (keyed by a hash of its settings). The checkpoints are removed
-    before the results are put in place unless ``keep_checkpoints``.
+    before the results are put in place unless ``keep_checkpoints``. A directory that holds other files than a
+    finished nemic run's is refused (:func:`check_replaceable`), never replaced.
     """
+    check_replaceable(out)
     with run_transaction(out, command=command, settings=settings or {}, resume=True) as stage:
         for p in list(stage.iterdir()):
             if p.name == CHECKPOINTS and p.is_dir():
