@@ -45,3 +45,19 @@ def test_a_user_error_exits_2_with_one_line(tmp_path):
     assert out.returncode == 2
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing.toml" in lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["quickstart", "--seed", "1.5"], "--seed"),
+    (["ebm", "run", "--out", "x", "--num-lat", "1e11"], "--num-lat"),
+    (["no-such-command"], "no-such-command"),
+])
+def test_usage_errors_are_one_line(args, words):
+    out = subprocess.run([sys.executable, "-m", "nemic.cli", *args], capture_output=True, text=True)
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 2 and len(lines) == 1 and words in lines[0], out.stderr
+
+
+def test_a_bare_group_shows_its_help():
+    out = subprocess.run([sys.executable, "-m", "nemic.cli", "ebm"], capture_output=True, text=True)
+    assert out.returncode == 0 and "Commands" in out.stdout and out.stderr == ""

@@ -92,7 +92,16 @@ def main() -> None:
     _register()
     debug = "--debug" in sys.argv[1:]
     try:
-        app()
+        result = app(standalone_mode=False)
+        if isinstance(result, int) and result:  # typer.Exit(code) returns its code here
+            sys.exit(result)
+    except typer.TyperException as e:  # usage errors: one line instead of Click's usage block
+        msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare command group: its help, as --help shows it
+            typer.echo(msg)
+            sys.exit(0)
+        typer.secho(f"error: {_one_line(msg)} (see --help)", fg=typer.colors.RED, err=True)
+        sys.exit(getattr(e, "exit_code", 2) or 2)
     except KeyboardInterrupt:
         typer.secho("interrupted: results already in place are unchanged; a rerun resumes from its checkpoints",
                     fg=typer.colors.YELLOW, err=True)
