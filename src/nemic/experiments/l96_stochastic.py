@@ -69,7 +69,7 @@ class L96StochasticConfig:
     n_ics: int = 100
     ic_spacing: float = 1.0
     n_members: int = 40
-    ic_perturbation: float = 0.1
+    ic_perturbation: float = 0.05
     max_lead: float = 2.0
     lead_save_every: int = 10
     climate_time: float = 10.0
