@@ -17,11 +17,12 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/nemic quickstart
 
+# the default suite on both cores (pytest-xdist); `make test-all` adds the tests marked slow
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -n 2
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"

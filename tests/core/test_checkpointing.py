@@ -25,10 +25,10 @@ def test_nested_checkpoint_gradients_equal_plain():
     s0 = Lorenz96State(x=8.0 + jnp.sin(jnp.arange(8.0)))
 
     def loss(F, checkpoint):
-        tr = rollout(Lorenz96(F), RK4(), s0, dt=0.005, n_steps=600, save_every=1, checkpoint=checkpoint)
-        return jnp.mean(tr.states.x[-100:] ** 2)
+        tr = rollout(Lorenz96(F), RK4(), s0, dt=0.005, n_steps=200, save_every=1, checkpoint=checkpoint)
+        return jnp.mean(tr.states.x[-50:] ** 2)
 
-    g = [jax.grad(loss)(8.0, c) for c in (False, True, 2, 3)]
+    g = [jax.grad(loss)(8.0, c) for c in (False, True, 3)]
     for gi in g[1:]:
         np.testing.assert_allclose(gi, g[0], rtol=1e-10)
 

@@ -7,7 +7,7 @@ Two entry points:
   ``jax.checkpoint``, so reverse-mode memory grows like sqrt(n) instead of n (Griewank & Walther 2000,
   ACM TOMS 26, 19-45, doi:10.1145/347837.347846) at the price of one extra forward pass.
 * :func:`nemic.core.simulate.simulate` is the host-side driver for long runs of every model: it runs the pure rollout in segments,
-  reports progress through a callback (``nemic.io.progress`` turns that into a Rich bar), and when a state becomes NaN/inf it replays the bad segment step by step to name the exact step
+  reports progress through a callback (``nemic.io.terminal`` turns that into a Rich bar), and when a state becomes NaN/inf it replays the bad segment step by step to name the exact step
   and variable, and raises :class:`~nemic.core.errors.BlowUpError` carrying the trajectory up to the last finite
   saved state (or returns that trajectory with ``on_blowup="truncate"``).
 
@@ -343,7 +343,7 @@ def simulate(
         stepper: the stepper, or ``None`` for the model's ``default_stepper()``.
         segments: number of jitted segments (default: about 20 with progress, else 1). The trajectory does not
             depend on it (keys are folded with the global step index).
-        progress: ``progress(steps_done, n_steps)`` called after each segment (``nemic.io.progress.progress``
+        progress: ``progress(steps_done, n_steps)`` called after each segment (``nemic.io.terminal.progress``
             gives one that draws a Rich bar).
         on_blowup: ``"raise"`` raises :class:`BlowUpError` (its ``trajectory`` holds the finite part);
             ``"truncate"`` returns the finite part of the trajectory.
@@ -357,7 +357,7 @@ def simulate(
         progress = None
     if progress is not None and not callable(progress):
         raise ConfigError("progress must be a callable progress(steps_done, total) or None "
-                          "(nemic.io.progress.progress draws a bar)")
+                          "(nemic.io.terminal.progress draws a bar)")
     check_run_settings(state0, dt, n_steps, save_every)
     check_state(process, state0)
     check_key(process, key)

@@ -50,7 +50,7 @@ from nemic.experiments.nudging_qg_plots import plot_results
 from nemic.experiments.qg_subgrid import load_trained_closure, make_cnn_closure, save_trained_closure, train_offline
 from nemic.experiments.qg_evaluation import run_closure, similarity, summarize
 from nemic.io.output import ensure_writable_dir, write_json, write_netcdf
-from nemic.io.progress import progress as progress_reporter
+from nemic.io.terminal import progress as progress_reporter
 from nemic.models.qg import QGFields, QGState
 from nemic.models.qg import diagnostics as dg
 from nemic.processes.guards import GuardedTendency, MahalanobisDetector

@@ -49,7 +49,7 @@ from nemic.experiments.qg_evaluation import (  # noqa: F401  (the evaluation hal
     wasserstein1,
 )
 from nemic.io.output import ensure_writable_dir, to_xarray, write_json, write_netcdf
-from nemic.io.progress import progress as progress_reporter
+from nemic.io.terminal import progress as progress_reporter
 from nemic.models.qg import SECONDS_PER_YEAR, QGState, get_config
 from nemic.models.qg import diagnostics as dg
 from nemic.nn.conv import CircularCNN

@@ -13,7 +13,7 @@ from typing import Any
 _WHERE = {
     "atomic_write": "files", "ensure_writable_dir": "files", "write_json": "files", "finite_json": "files",
     "save_figure": "output", "to_xarray": "output", "write_netcdf": "output",
-    "progress": "progress", "progress_bar": "progress",
+    "progress": "terminal", "progress_bar": "terminal",
     "run_transaction": "runs", "is_finished_run": "runs",
 }
 

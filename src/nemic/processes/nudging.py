@@ -290,7 +290,7 @@ def nudged_run(model: AbstractProcess, nudging: Nudging, stepper: Any, state0: A
     The reference's time range is checked on the host first. The recorded diagnostic is the instantaneous nudging
     tendency ``nudging.tendency(x(t_i), t_i)`` at every saved time ``t_i`` (for ``save_every = 1`` with a small
     dt this differs from the average over the step by O(dt)). ``progress`` is a ``report(done, total)``
-    callback (:func:`nemic.io.progress.progress`) or None.
+    callback (:func:`nemic.io.terminal.progress`) or None.
     """
     nudging.check_state(state0)
     nudging.check_covers(t0, t0 + n_steps * dt)

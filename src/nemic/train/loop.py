@@ -42,7 +42,7 @@ import numpy as np
 import optax
 
 from nemic.core.errors import ConfigError, NemicError
-from nemic.io.progress import progress_bar
+from nemic.io.terminal import progress_bar
 from nemic.train.checkpoint import CheckpointError, TrainCheckpoint
 
 __all__ = ["FitResult", "TrainingDivergedError", "default_optimizer", "fit", "train_loop"]
