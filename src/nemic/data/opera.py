@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+import h5py
 import numpy as np
 import xarray as xr
 
@@ -76,8 +77,6 @@ def open_opera(path: str | os.PathLike) -> xr.Dataset:
         raise DataError(f"OPERA file '{p}' does not exist")
     if not os.access(p, os.R_OK):
         raise DataError(f"OPERA file '{p}' cannot be read (permission denied)")
-    import h5py
-
     try:
         with h5py.File(p, "r") as h5:
             odim = _is_odim(h5)
@@ -185,8 +184,6 @@ def read_odim(path: str | os.PathLike) -> xr.Dataset:
 
     Raises :class:`DataError` if the file is not ODIM_H5 or holds no ``RATE`` quantity.
     """
-    import h5py
-
     p = Path(path)
     try:
         h5 = h5py.File(p, "r")

@@ -20,15 +20,14 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+import optax
 import xarray as xr
 
 from nemic.core.errors import BlowUpError, ConfigError
-from nemic.io.output import save_figure, to_xarray
 from nemic.core.rollout import Trajectory, rollout
-from nemic.train.calibration import check_targets, ensemble_kalman_inversion, fit_gradient, identifiability, \
-    misfit
-from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM, EBMState, global_mean, ice_edge_latitude, \
-    latitude_grid
+from nemic.io.output import save_figure, to_xarray
+from nemic.models.ebm import SECONDS_PER_YEAR, DiffusiveEBM, EBMState, global_mean, ice_edge_latitude, latitude_grid
+from nemic.train.calibration import check_targets, ensemble_kalman_inversion, fit_gradient, identifiability, misfit
 
 PARAM_NAMES = ("S0", "s2", "A", "B", "D", "a0", "a2", "ai", "Tf", "water_depth", "albedo_width", "co2_ratio")
 
@@ -404,8 +403,6 @@ def calibrate_ebm(truth: DiffusiveEBM, names, *, first_guess: dict[str, float] |
     theta0 = np.ones(len(names))
     for method in methods:
         if method == "adam":
-            import optax
-
             lr = optax.exponential_decay(0.02, adam_steps, 0.01)  # 0.02 -> 2e-4 over the run
             res = fit_gradient(loss, theta0, method="adam", steps=adam_steps, learning_rate=lr)
         elif method == "lbfgs":

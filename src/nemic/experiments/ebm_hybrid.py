@@ -15,6 +15,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
@@ -231,10 +232,6 @@ def evaluate_hybrid_ebm(result: dict[str, Any], *, years: float = 30.0) -> dict[
 
 def plot_hybrid(report: dict[str, Any], history, path) -> Path:
     """Plot training loss, equilibrium Ts, CO2 response and seasonal amplitude of the three models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 4, figsize=(17, 3.8))
     ax[0].semilogy(np.asarray(history))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from nemic.io.output import save_figure as _save
+from nemic.metrics.climate import autocorrelation
 
 COLORS = {"truth": "black", "none": "tab:gray", "polynomial": "tab:blue", "nn_offline": "tab:orange",
           "nn_online": "tab:red"}
@@ -14,7 +16,6 @@ COLORS = {"truth": "black", "none": "tab:gray", "polynomial": "tab:blue", "nn_of
 
 def plot_x_pdfs(x_truth, runs: dict, colors: dict, title: str):
     """A figure with the histogram (density) of the truth's X and of each run's X; returns the figure."""
-    import matplotlib.pyplot as plt
 
     x_truth = np.asarray(x_truth)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -29,11 +30,6 @@ def plot_x_pdfs(x_truth, runs: dict, colors: dict, title: str):
 
 
 def plot_all(out: Path, cfg, test, results, acf_truth, n_acf, hist_off, hist_on) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     x_test = np.asarray(test.states.x)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -66,7 +62,6 @@ def plot_all(out: Path, cfg, test, results, acf_truth, n_acf, hist_off, hist_on)
     fig, ax = plt.subplots(figsize=(6, 4))
     lags = np.arange(n_acf + 1) * cfg.coarse_dt
     ax.plot(lags, acf_truth, color="k", lw=2, label="truth")
-    from nemic.metrics.climate import autocorrelation
 
     for name, r in results.items():
         xs = np.asarray(r["free_run"].states.x)

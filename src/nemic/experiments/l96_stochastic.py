@@ -36,7 +36,9 @@ from nemic.core.errors import ConfigError, check_int_at_least, check_positive
 from nemic.core.random import AR1Noise
 from nemic.core.rollout import ensemble_rollout
 from nemic.core.steppers import RK4
+from nemic.experiments.config import staged_run
 from nemic.experiments.l96_closure import truth_run
+from nemic.io.files import write_json
 from nemic.metrics.climate import hellinger_distance
 from nemic.metrics.probabilistic import crps_ensemble, rank_histogram, spread_error_by_lead
 from nemic.models.lorenz96 import Lorenz96, Lorenz96State, TwoScaleLorenz96
@@ -349,8 +351,6 @@ def run_all(cfg: L96StochasticConfig, out: str | Path, c_values: tuple[float, ..
     ``by_c["<c>"]`` with every case's metrics. Written through one run transaction: a failed run leaves the
     earlier results of ``out`` as they were.
     """
-    from nemic.experiments.config import staged_run
-    from nemic.io.files import write_json
 
     if not c_values:
         raise ConfigError("give at least one value of c")

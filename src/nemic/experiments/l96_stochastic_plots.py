@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
@@ -55,10 +56,6 @@ def write_datasets(out: Path, cfg: Any, results: dict[str, dict[str, Any]], x_te
 
 def plot_all(out: Path, cfg: Any, results: dict[str, dict[str, Any]], x_test: np.ndarray,
              histories: dict[str, list[float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     title = f"c = {cfg.c:g}, {cfg.n_members} members, {cfg.n_ics} initial conditions"
     fig, ax = plt.subplots(figsize=(6, 4))

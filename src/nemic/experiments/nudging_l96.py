@@ -27,21 +27,21 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 
 from nemic.core.errors import ConfigError, check_positive
-from nemic.experiments.config import CHECKPOINTS, settings_hash, staged_run
-from nemic.io.output import to_xarray, write_json, write_netcdf
 from nemic.core.steppers import RK4
+from nemic.experiments.config import CHECKPOINTS, settings_hash, staged_run
 from nemic.experiments.l96_closure import L96ClosureConfig, evaluate, truth_run
+from nemic.io.nudging import nudging_dataset
+from nemic.io.output import save_figure, to_xarray, write_json, write_netcdf
 from nemic.metrics.climate import hellinger_distance
 from nemic.models.lorenz96 import Lorenz96, Lorenz96State, TwoScaleLorenz96
 from nemic.nn.mlp import LocalStencilMLP
-from nemic.processes.guards import GuardedTendency, MahalanobisDetector, guard_dataset, guard_report, \
-    moment_features
+from nemic.processes.guards import GuardedTendency, MahalanobisDetector, guard_dataset, guard_report, moment_features
 from nemic.processes.neural import NeuralTendency
 from nemic.processes.nudging import Nudging, nudged_run
-from nemic.io.nudging import nudging_dataset
 from nemic.train.checkpoint import save_module
 from nemic.train.offline import fit_offline
 from nemic.train.online import fit_online
@@ -218,12 +218,7 @@ COLORS = {"truth": "black", "none": "tab:gray", "nudging_correction": "tab:green
 
 def plot_all(out: Path, x_test, results, n_tend, u, nrun, x_train) -> None:
     """PNG plots: X distributions, forecast RMSE, nudging tendency against the true subgrid tendency, series."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from nemic.io.output import save_figure
     from nemic.experiments.l96_plots import plot_x_pdfs
 
     def save(fig, name):

@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nemic.core.errors import ConfigError, is_concrete
 from nemic.metrics.minkowski._validate import (
@@ -63,7 +64,6 @@ TNORMS = ("product", "min")
 
 def _check_temperature(temperature: Any) -> None:
     if is_concrete(temperature):
-        import numpy as np
 
         t = np.asarray(temperature, dtype=float)
         if not np.all(np.isfinite(t)) or np.any(t <= 0):

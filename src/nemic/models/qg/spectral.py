@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -134,7 +135,6 @@ def isotropic_spectrum(spec, nx: int, ny: int, L: float, W: float):
 
     Shell sums as in pyqg's ``calc_ispec`` without its shell averaging (so Parseval holds exactly).
     """
-    import jax
 
     kr, bins, dkr = isotropic_grid(nx, ny, L, W)
     n = kr.size
