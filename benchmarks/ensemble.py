@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -23,18 +22,12 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from timing import timed  # noqa: E402  (benchmarks/timing.py)
+
 from nemic.core import AR1Noise, ensemble_rollout, rollout  # noqa: E402
 from nemic.models.lorenz96 import TwoScaleLorenz96  # noqa: E402
 from nemic.models.qg import TwoLayerQG  # noqa: E402
 
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def measure(name, model, state0, members_state0, keys, dt, n_steps, repeats, batch_size=None):

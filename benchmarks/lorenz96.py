@@ -17,7 +17,6 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import time
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 jax.config.update("jax_enable_x64", True)
+
+from timing import timed  # noqa: E402  (benchmarks/timing.py)
 
 from nemic.core import RK4, rollout  # noqa: E402
 from nemic.models.lorenz96 import TwoScaleLorenz96  # noqa: E402
@@ -53,14 +54,6 @@ def numpy_rk4(x, y, n):
         y = y + DT / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
     return x, y
 
-
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():
