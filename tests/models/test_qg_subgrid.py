@@ -164,7 +164,11 @@ def test_offline_then_online_training_and_evaluation(data_dir, tmp_path):
     for name in ("backscatter", "cnn_online"):
         assert np.isfinite(m["closures"][name]["mean"])
         assert m["closures"][name]["min"] <= m["closures"][name]["mean"] <= 1.0
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["nx_lo"] == 16
+    def no_bare_nan(token):
+        raise AssertionError(f"metrics.json holds the bare token {token} (invalid JSON)")
+
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text(), parse_constant=no_bare_nan)["nx_lo"] == 16
+    assert json.loads((tmp_path / "eval" / "run.json").read_text())["command"] == "qg evaluate"
     assert (tmp_path / "eval" / "spectra.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "snapshots.png").exists()
     tab = ex.similarity_table([tmp_path / "eval"]).splitlines()

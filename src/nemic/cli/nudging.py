@@ -94,7 +94,8 @@ def ebm(
 def qg(
     data: Path = typer.Option(Path("runs/qg/eddy"), "--data",
                               help="Directory written by `nemic qg generate` (hires.nc for the restart, op1.nc)."),
-    out: Path = typer.Option(Path("runs/nudging_qg"), "--out", help="Directory for results (created if needed)."),
+    out: Path = typer.Option(Path("runs/nudging_qg"), "--out",
+                             help="Directory for results (created if needed; replaced whole when the run finishes)."),
     days: Optional[float] = typer.Option(None, "--days", help="Length of the reference and nudged runs (days)."),
     tau_days: Optional[float] = typer.Option(None, "--tau-days", help="Nudging time scale in days (> 0)."),
     spectral_cutoff: Optional[int] = typer.Option(None, "--spectral-cutoff",
@@ -111,7 +112,9 @@ def qg(
     """Two-layer QG: nudge the low-resolution model toward the coarse-grained high-resolution model restarted from
     DATA, learn a CNN correction from the nudging tendencies, choose its output scale on validation free runs and
     compare free runs from several test starts (uncorrected, corrected, scaled, subgrid closures) against
-    DATA/op1.nc (metrics.json, nudged_run.nc, free_runs.nc, correction/, PNG plots)."""
+    DATA/op1.nc (metrics.json, nudged_run.nc, free_runs.nc, correction/, PNG plots). Every setting, the data
+    (finite) and the closures to compare are checked first; the files replace --out whole at the end (a failed run
+    changes nothing)."""
     import jax
     from rich.console import Console
     from rich.table import Table

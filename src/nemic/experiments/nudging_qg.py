@@ -25,12 +25,15 @@ benchmark (Ross et al. 2023, JAMES 15, e2022MS003258, doi:10.1029/2022MS003258):
    Mahalanobis novelty guard (:mod:`nemic.processes.guards`) on :func:`pv_features`.
 
 Outputs: ``metrics.json``, ``nudged_run.nc``, ``correction/``, ``free_runs.nc`` (energy series of the test runs),
-``bias_spread.png``, ``ke_spectra.png``, ``energy_series.png``, ``nudging_tendency.png``.
+``bias_spread.png``, ``ke_spectra.png``, ``energy_series.png``, ``nudging_tendency.png``. Every setting, the data
+(finite) and the closures to compare are checked before any run; the files replace ``out`` whole at the end
+(:func:`~nemic.experiments.config.staged_run`), so a failed rerun leaves an earlier ``out`` as it was.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -41,15 +44,15 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from nemic.core.errors import ConfigError, DataError, check_int_at_least, check_positive
+from nemic.core.errors import ConfigError, DataError, check_finite, check_int_at_least, check_positive
 from nemic.core.rollout import Trajectory, simulate
 from nemic.data.coarsen import Coarsener
 from nemic.data.qg_benchmark import load_generated
-from nemic.experiments.config import load_config
+from nemic.experiments.config import check_replaceable, load_config, staged_run
 from nemic.experiments.nudging_qg_plots import plot_results
 from nemic.experiments.qg_subgrid import load_trained_closure, make_cnn_closure, save_trained_closure, train_offline
-from nemic.experiments.qg_evaluation import run_closure, similarity, summarize
-from nemic.io.output import ensure_writable_dir, write_json, write_netcdf
+from nemic.experiments.qg_evaluation import check_distinct_paths, check_qg_size, run_closure, similarity, summarize
+from nemic.io.output import write_json, write_netcdf
 from nemic.io.terminal import progress as progress_reporter
 from nemic.models.qg import QGFields, QGState
 from nemic.models.qg import diagnostics as dg
@@ -109,6 +112,21 @@ class NudgingQGConfig:
             check_positive(n, getattr(self, n), allow_zero=True)
         check_int_at_least("train_steps", self.train_steps, 1)
         check_int_at_least("batch", self.batch, 1)
+        check_int_at_least("seed", self.seed, 0)
+        if not self.widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
+                                      for w in self.widths):
+            raise ConfigError(f"widths must be a non-empty list of positive integers, got {self.widths!r}")
+        if self.kernel_sizes is not None:
+            ks = self.kernel_sizes
+            if len(ks) != len(self.widths) + 1 or not all(isinstance(k, int) and not isinstance(k, bool)
+                                                          and k >= 1 and k % 2 for k in ks):
+                raise ConfigError(f"kernel_sizes must be {len(self.widths) + 1} odd positive integers (one per "
+                                  f"convolution, len(widths) + 1), got {ks!r}")
+        if not all(isinstance(c, str) and c for c in self.compare):
+            raise ConfigError(f"compare must be a list of names ('backscatter' or closure directories), "
+                              f"got {self.compare!r}")
+        if len(set(self.compare)) != len(self.compare):
+            raise ConfigError(f"compare lists a closure twice: {self.compare!r}")
         if self.spectral_cutoff is not None:
             check_int_at_least("spectral_cutoff", self.spectral_cutoff, 0)
         if not self.test_starts:
@@ -119,7 +137,8 @@ class NudgingQGConfig:
         if set(self.val_starts) & set(self.test_starts):
             raise ConfigError(f"val_starts {tuple(self.val_starts)} and test_starts {tuple(self.test_starts)} must "
                               "be different snapshots (the scale is chosen on validation starts only)")
-        if not self.scales or any(not float(a) > 0 for a in self.scales):
+        if not self.scales or any(isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a)
+                                  or not a > 0 for a in self.scales):
             raise ConfigError(f"scales must be a non-empty list of positive numbers, got {self.scales!r}")
         if not 0 < self.guard_quantile < 1:
             raise ConfigError(f"guard_quantile must lie in (0, 1), got {self.guard_quantile}")
@@ -226,6 +245,7 @@ def _load_compare(name: str, lo, float32: bool):
         return "backscatter", BackscatterBiharmonic(lo.grid)
     p = Path(name)
     closure, info = load_trained_closure(p)
+    check_finite(f"the closure in '{p}'", closure)
     if float32:
         closure = eqx.tree_at(lambda c: c.net, closure, Float32Net(closure.net))
     return f"cnn_{info.get('mode', 'closure')}_{p.name}", closure
@@ -323,21 +343,42 @@ def run(data_dir: str | Path, cfg: NudgingQGConfig = NudgingQGConfig(), out: str
     ``metrics.json``).
     """
     t_start = time.perf_counter()
-    data = load_generated(data_dir)
-    out = ensure_writable_dir(out)
+    if not isinstance(cfg, NudgingQGConfig):
+        raise ConfigError(f"cfg must be a NudgingQGConfig, got {type(cfg).__name__}")
+    check_replaceable(out)
+    check_distinct_paths(out, data_dir)
+    data = load_generated(data_dir)  # every array it returns is checked finite
     lo, dt, climate = data["lo"], cfg.dt, data["climate"]
+    compare = [_load_compare(c, lo, cfg.net_float32) for c in cfg.compare]
     n_clim = climate.shape[0]
     bad = [i for i in (*cfg.val_starts, *cfg.test_starts) if i >= n_clim]
     if bad:
         raise ConfigError(f"start snapshots {bad} do not exist: the op1 climate has {n_clim} snapshots")
-    compare = [_load_compare(c, lo, cfg.net_float32) for c in cfg.compare]
-    closure, info = build_correction(data, cfg, out, progress=progress, log=log)
-    timings = info["timings"]
-
     f_every = max(1, int(round(cfg.free_save_days * DAY / dt)))
     f_steps = int(round(cfg.free_years * 360 * DAY / dt))
     f_steps -= f_steps % f_every
+    if f_steps < f_every:
+        raise ConfigError(f"free_years ({cfg.free_years:g}) is shorter than one saved interval of "
+                          f"free_save_days ({cfg.free_save_days:g})")
     spin = int(round(cfg.free_spinup_days * DAY / dt))
+    every = int(round(cfg.save_hours * 3600.0 / dt))
+    n_ref = int(round(cfg.days * DAY / dt))
+    check_qg_size(data["hi"].nx, n_ref, n_ref // every + 1, "the reference run (days)")
+    check_qg_size(lo.nx, f_steps, f_steps // f_every + 1, "a free run (free_years)")
+    if n_ref - n_ref % every < 2 * every:
+        raise ConfigError(f"days ({cfg.days}) must span at least two reference snapshots of {cfg.save_hours} h")
+    with staged_run(out, "nudging qg", {**dataclasses.asdict(cfg), "data": str(data_dir)}) as stage:
+        metrics = _run(data, data_dir, cfg, stage, compare, f_every, f_steps, spin, t_start, progress, log)
+    return metrics
+
+
+def _run(data, data_dir, cfg, out, compare, f_every, f_steps, spin, t_start, progress, log):
+    """Steps 1-5 of :func:`run`, writing into the staging directory ``out``."""
+    lo, dt, climate = data["lo"], cfg.dt, data["climate"]
+    n_clim = climate.shape[0]
+    closure, info = build_correction(data, cfg, out, progress=progress, log=log)
+    timings = info["timings"]
+
     n_keep = len(range(0, f_steps + 1, f_every)) - len(range(0, spin, f_every))
     ref_stats = climate_stats(lo, climate)
     ref = {k: float(v.mean()) for k, v in ref_stats.items()}

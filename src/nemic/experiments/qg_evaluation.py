@@ -5,6 +5,10 @@ low-resolution model with each closure and scores them by the similarity ``1 - D
 et al. 2023, eq. 9) over spectra, energy-budget terms and marginal distributions, written to ``metrics.json`` and
 PNG figures; :func:`similarity_table` collects several evaluations into one table.
 
+:func:`evaluate` checks every setting and reads (and checks finite) all the data it needs before any free run, then
+writes through :func:`~nemic.experiments.config.staged_run`: a failed evaluation leaves an earlier ``out`` exactly
+as it was, and ``metrics.json`` is always valid JSON (:func:`nemic.io.files.write_json`).
+
 Reference: Ross, Li, Perezhogin, Fernandez-Granda & Zanna (2023), JAMES 15, e2022MS003258,
 doi:10.1029/2022MS003258.
 """
@@ -23,10 +27,11 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from nemic.core.errors import BlowUpError, ConfigError, DataError
+from nemic.core.errors import BlowUpError, ConfigError, DataError, check_int_at_least
 from nemic.core.rollout import simulate
 from nemic.data.qg_benchmark import load_dataset, load_hires
-from nemic.io.output import ensure_writable_dir, save_figure, write_json
+from nemic.experiments.config import check_replaceable, staged_run
+from nemic.io.output import save_figure, write_json
 from nemic.metrics.qg_similarity import (  # noqa: F401  (re-exported: the scores of this recipe)
     DISTRIBUTION_METRICS,
     SPECTRAL_METRICS,
@@ -37,6 +42,40 @@ from nemic.metrics.qg_similarity import (  # noqa: F401  (re-exported: the score
 )
 from nemic.models.qg import QGState
 from nemic.models.qg import diagnostics as dg
+
+
+#: the largest grid (points per side) a QG command accepts
+MAX_NX = 4096
+#: the most steps one QG run may take
+MAX_STEPS = 10**8
+#: the most values (float64) a QG run may keep in memory as saved snapshots (16 GiB)
+MAX_SAVED_VALUES = 2 * 10**9
+
+
+def check_qg_size(nx: int, n_steps: int, n_saved: int, what: str = "the run") -> None:
+    """Refuse, with one line and before any work, a QG run whose grid, length or saved snapshots (each
+    ``2 nx^2`` values) cannot fit in memory or time (:data:`MAX_NX`, :data:`MAX_STEPS`, :data:`MAX_SAVED_VALUES`)."""
+    if nx > MAX_NX:
+        raise ConfigError(f"{what}: a grid of {nx} points per side is too large (at most {MAX_NX}; one state alone "
+                          f"would hold {2 * float(nx) ** 2 * 8 / 2**30:.3g} GiB)")
+    if n_steps > MAX_STEPS:
+        raise ConfigError(f"{what} would take {n_steps:.3g} steps; at most {MAX_STEPS:.0e} are allowed")
+    values = float(n_saved) * 2 * float(nx) ** 2
+    if values > MAX_SAVED_VALUES:
+        raise ConfigError(f"{what} would keep {n_saved} snapshots of {nx}x{nx} points (about "
+                          f"{8 * values / 2**30:.0f} GiB); save fewer (a larger save interval or a shorter run)")
+
+
+def check_distinct_paths(out, *inputs) -> None:
+    """Refuse an ``out`` that is, or contains, one of the input paths (a run replaces ``out`` whole)."""
+    o = Path(out).resolve()
+    for p in inputs:
+        if p is None:
+            continue
+        q = Path(p).resolve()
+        if q == o or o in q.parents:
+            raise ConfigError(f"--out '{out}' holds the input '{p}'; a run replaces its --out whole, so choose "
+                              "another output directory")
 
 
 def summarize(lo, q, closure=None) -> dict:
@@ -122,7 +161,8 @@ def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator:
     Args:
         data_dir: directory written by :func:`generate`.
         closures: ``{name: Process or None}`` (None: the unparameterized model, always added as "low_res").
-        out: output directory (``metrics.json``, ``spectra.png``, ``snapshots.png``).
+        out: output directory (``metrics.json``, ``spectra.png``, ``snapshots.png``), replaced whole at the end;
+            refused if it holds the data or files of something other than a finished nemic run.
         n_steps, save_every: length and sampling of each free run (default: the dataset's span and spacing).
         spinup_steps: steps discarded at the start of each free run.
         n_runs: free runs per closure (an ensemble), started from coarse-grained high-resolution snapshots
@@ -132,54 +172,81 @@ def evaluate(data_dir: str | Path, closures: dict, out: str | Path, *, operator:
             transfer by the scales the coarse model lacks, which the closures' flux contributions stand for) and
             its full-resolution fields' distributions; "coarse": the coarse-grained snapshots of ``operator``
             analysed with the low-resolution model.
+
+    Every setting and all data (checked finite, naming file and variable) are checked before the first free run.
+    A closure whose runs all blow up before their first scored snapshot gets no score (``None``, never a made-up
+    number); if the uncorrected runs do, there is nothing to compare with and a one-line :class:`DataError`
+    is raised.
     """
+    check_replaceable(out)
+    check_distinct_paths(out, data_dir)
+    if target not in ("hires", "coarse"):
+        raise ConfigError(f"target must be 'hires' or 'coarse', got {target!r}")
+    for name, v, low in (("steps", n_steps, 1), ("save_every", save_every, 1)):
+        if v is not None:
+            check_int_at_least(name, v, low)
+    check_int_at_least("spinup_steps", spinup_steps, 0)
+    check_int_at_least("runs", n_runs, 1)
     ds, lo = load_dataset(data_dir, operator)
     dt = float(ds.attrs["dt"])
     t = np.asarray(ds["time"].values, dtype=float)
     if save_every is None:
-        save_every = int(round((t[1] - t[0]) / dt)) if t.size > 1 else 1
+        save_every = max(1, int(round((t[1] - t[0]) / dt))) if t.size > 1 else 1
     if n_steps is None:
         n_steps = int(round((t[-1] - t[0]) / dt)) or save_every
+    if n_steps < save_every:
+        raise ConfigError(f"steps ({n_steps}) must be at least save_every ({save_every})")
     n_steps -= n_steps % save_every
     if spinup_steps >= n_steps:
         raise ConfigError(f"spinup_steps ({spinup_steps}) must be shorter than the runs ({n_steps} steps)")
-    if target not in ("hires", "coarse"):
-        raise ConfigError(f"target must be 'hires' or 'coarse', got {target!r}")
-    out = ensure_writable_dir(out)
     q_hr = ds["q"].values
-    if target == "hires":
+    starts = start_indices(q_hr.shape[0], n_runs)
+    check_qg_size(lo.nx, n_steps, (n_steps // save_every + 1) * len(starts) * (len(closures) + 1),
+                  "the evaluation")
+    if target == "hires":  # read (and checked finite) before any free run
         q_hi, hi = load_hires(data_dir, float(t[0]))
         high = summarize(hi, q_hi)
         high["kmax"] = resolved_kmax(lo)
         del q_hi
     else:
         high = summarize(lo, q_hr)
-    starts = start_indices(q_hr.shape[0], n_runs)
-    runs, summ, info = {}, {}, {}
-    for name, c in {"low_res": None, **closures}.items():
-        t0 = time.perf_counter()
-        parts, blowups = [], []
-        for i in starts:
-            q, blew = run_closure(lo, c, q_hr[i], dt=dt, n_steps=n_steps, save_every=save_every,
-                                  spinup_steps=spinup_steps, return_blowup=True)
-            parts.append(q)
-            if blew:
-                blowups.append(blew)
-            if progress:
-                print(f"  {name}: run from snapshot {i} done ({time.perf_counter() - t0:.0f} s)", flush=True)
-        runs[name] = np.concatenate([p for p in parts if len(p)]) if any(len(p) for p in parts) else parts[0]
-        summ[name] = summarize(lo, runs[name], c)
-        info[name] = {"wall_s": time.perf_counter() - t0, "blowups": blowups, "snapshots": int(len(runs[name]))}
-    metrics = {"operator": operator, "config": ds.attrs.get("config"), "nx_lo": lo.nx, "n_steps": n_steps,
-               "save_every": save_every, "spinup_steps": spinup_steps, "n_runs": len(starts), "dt": dt,
-               "start_snapshots": starts, "hr_snapshots": int(q_hr.shape[0]), "target": target,
-               "resolved_kmax": resolved_kmax(lo), "runs": info,
-               "distances_low_res": distances(summ["low_res"], high), "closures": {}}
-    for name in closures:
-        metrics["closures"][name] = similarity(summ[name], summ["low_res"], high, metrics["distances_low_res"])
-    write_json(metrics, out / "metrics.json")
-    if plots:
-        _plots(out, high, summ, runs, q_hr)
+    settings = {"data": str(data_dir), "closures": {k: type(v).__name__ for k, v in closures.items()},
+                "operator": operator, "steps": n_steps, "save_every": save_every, "spinup_steps": spinup_steps,
+                "runs": n_runs, "target": target}
+    with staged_run(out, "qg evaluate", settings) as stage:
+        runs, summ, info = {}, {}, {}
+        for name, c in {"low_res": None, **closures}.items():
+            t0 = time.perf_counter()
+            parts, blowups = [], []
+            for i in starts:
+                q, blew = run_closure(lo, c, q_hr[i], dt=dt, n_steps=n_steps, save_every=save_every,
+                                      spinup_steps=spinup_steps, return_blowup=True)
+                parts.append(q)
+                if blew:
+                    blowups.append(blew)
+                if progress:
+                    print(f"  {name}: run from snapshot {i} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+            runs[name] = np.concatenate([p for p in parts if len(p)]) if any(len(p) for p in parts) else parts[0]
+            info[name] = {"wall_s": time.perf_counter() - t0, "blowups": blowups, "snapshots": int(len(runs[name]))}
+            if len(runs[name]):
+                summ[name] = summarize(lo, runs[name], c)
+        if "low_res" not in summ:
+            raise DataError("the uncorrected low-resolution runs blew up before their first scored snapshot; "
+                            "nothing to score the closures against (shorter dt or fewer spin-up steps)")
+        metrics = {"operator": operator, "config": ds.attrs.get("config"), "nx_lo": lo.nx, "n_steps": n_steps,
+                   "save_every": save_every, "spinup_steps": spinup_steps, "n_runs": len(starts), "dt": dt,
+                   "start_snapshots": starts, "hr_snapshots": int(q_hr.shape[0]), "target": target,
+                   "resolved_kmax": resolved_kmax(lo), "runs": info,
+                   "distances_low_res": distances(summ["low_res"], high), "closures": {}}
+        for name in closures:
+            if name in summ:
+                metrics["closures"][name] = similarity(summ[name], summ["low_res"], high,
+                                                       metrics["distances_low_res"])
+            else:  # blew up before its first scored snapshot: no score (never a made-up one)
+                metrics["closures"][name] = {"per_metric": None, "mean": None, "min": None, "blew_up": True}
+        write_json(metrics, stage / "metrics.json")
+        if plots:
+            _plots(stage, high, summ, {k: v for k, v in runs.items() if len(v)}, q_hr)
     return metrics
 
 
@@ -192,14 +259,20 @@ def similarity_table(eval_dirs: Sequence[str | Path]) -> str:
     cols, rows = [], {}
     for d in eval_dirs:
         path = Path(d) / "metrics.json"
-        if not path.exists():
+        if not path.is_file():
             raise DataError(f"'{path}' does not exist (written by `nemic qg evaluate`)")
-        m = json.loads(path.read_text())
-        title = f"{m.get('config')} ({m.get('n_runs', 1)} x {m['n_steps'] * m['dt'] / 86400:.0f} d)"
+        try:
+            m = json.loads(path.read_bytes().decode("utf-8"))
+            title = f"{m.get('config')} ({m.get('n_runs', 1)} x {m['n_steps'] * m['dt'] / 86400:.0f} d)"
+            scores = {name: (c["mean"], c["min"]) for name, c in m["closures"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            raise DataError(f"'{path}' is not a metrics.json written by `nemic qg evaluate` (invalid JSON or "
+                            "missing n_steps, dt or closures)") from None
         if title not in cols:  # evaluations of the same configuration and protocol share a column
             cols.append(title)
-        for name, c in m["closures"].items():
-            rows.setdefault(name, {})[title] = f"{c['mean']:+.2f} / {c['min']:+.2f}"
+        for name, (mean, mn) in scores.items():
+            ok = all(isinstance(v, (int, float)) and np.isfinite(v) for v in (mean, mn))
+            rows.setdefault(name, {})[title] = f"{mean:+.2f} / {mn:+.2f}" if ok else "blew up"
     lines = ["| closure | " + " | ".join(f"{c}: mean / min" for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for name, vals in rows.items():

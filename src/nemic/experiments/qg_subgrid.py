@@ -15,6 +15,10 @@ Recipe (each step a function here and a ``nemic qg`` command):
    2023, eq. 9) over spectra, energy-budget terms and marginal distributions, written to ``metrics.json`` and PNG
    figures.
 
+Every step checks all its settings and inputs first (grid relations, sizes that would exhaust memory, timesteps,
+files readable and finite) and writes through :func:`~nemic.experiments.config.staged_run`, so a failed or
+interrupted rerun leaves an earlier results directory exactly as it was, never a mix of two runs.
+
 Reference: Ross, Li, Perezhogin, Fernandez-Granda & Zanna (2023), JAMES 15, e2022MS003258,
 doi:10.1029/2022MS003258.
 """
@@ -31,13 +35,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nemic.core.errors import ConfigError, DataError
+from nemic.core.errors import ConfigError, DataError, check_int_at_least, check_positive
 from nemic.core.rollout import rollout, simulate
 from nemic.data.coarsen import OPERATORS, Coarsener, forcing_dataset
 from nemic.data.qg_benchmark import last_snapshot, load_dataset, load_hires, model_from_attrs  # noqa: F401
+from nemic.experiments.config import staged_run
 from nemic.experiments.qg_evaluation import (  # noqa: F401  (the evaluation half of the recipe, re-exported)
     DISTRIBUTION_METRICS,
+    MAX_NX,
+    MAX_STEPS,
     SPECTRAL_METRICS,
+    check_distinct_paths,
+    check_qg_size,
     distances,
     evaluate,
     resolved_kmax,
@@ -61,8 +70,79 @@ from nemic.train.online import fit_online
 
 
 def steps_for(years: float, dt: float) -> int:
-    n = int(round(years * SECONDS_PER_YEAR / dt))
-    return n
+    """Steps of ``dt`` seconds in ``years`` 360-day years (rounded)."""
+    return int(round(years * SECONDS_PER_YEAR / dt))
+
+
+def check_grid_pair(nx_hi: int, nx_lo: int) -> None:
+    """One-line :class:`ConfigError` unless ``nx_hi`` and ``nx_lo`` are even integers >= 8, ``nx_hi`` a larger
+    multiple of ``nx_lo``, and neither above :data:`~nemic.experiments.qg_evaluation.MAX_NX`."""
+    check_int_at_least("nx_hi", nx_hi, 8)
+    check_int_at_least("nx_lo", nx_lo, 8)
+    for name, n in (("nx_hi", nx_hi), ("nx_lo", nx_lo)):
+        if n % 2:
+            raise ConfigError(f"{name} must be even, got {n}")
+        if n > MAX_NX:
+            raise ConfigError(f"{name} = {n} is too large: at most {MAX_NX} points per side (one state alone would "
+                              f"hold {2 * float(n) ** 2 * 8 / 2**30:.3g} GiB)")
+    if nx_hi <= nx_lo:
+        raise ConfigError(f"nx_hi ({nx_hi}) must be larger than nx_lo ({nx_lo})")
+    if nx_hi % nx_lo:
+        raise ConfigError(f"nx_hi ({nx_hi}) must be a multiple of nx_lo ({nx_lo}) for the coarse-graining operators")
+
+
+def check_generate(config: str, years: float, *, nx_hi: int = 256, nx_lo: int = 64, dt: float = 3600.0,
+                   spinup_years: float | None = None, save_every: int = 1000, operators: Sequence[str] = OPERATORS,
+                   seed: int = 0, q0=None) -> dict:
+    """Check every setting of :func:`generate` before any work; one-line :class:`ConfigError` /
+    :class:`DataError` otherwise. Returns the derived settings: ``hi``, ``lo`` (models), ``n_total`` (steps),
+    ``spinup_years``, ``operators`` (tuple), ``snapshots`` (kept after the spin-up), ``q0`` (array or None)."""
+    hi_cfg = get_config(config, 16)  # an unknown configuration name fails here, before anything else
+    del hi_cfg
+    check_positive("years", years)
+    check_positive("dt", dt)
+    check_int_at_least("save_every", save_every, 1)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    check_grid_pair(nx_hi, nx_lo)
+    ops = tuple(operators)
+    if not ops:
+        raise ConfigError(f"at least one coarse-graining operator is needed; choose from {list(OPERATORS)}")
+    for op in ops:
+        if op not in OPERATORS:
+            raise ConfigError(f"unknown coarse-graining operator {op!r}; choose from {list(OPERATORS)}")
+    if len(set(ops)) != len(ops):
+        raise ConfigError(f"coarse-graining operators listed twice: {list(ops)}")
+    spinup_years = years / 2 if spinup_years is None else spinup_years
+    check_positive("spinup_years", spinup_years, allow_zero=True)
+    if spinup_years >= years:
+        raise ConfigError(f"spinup_years ({spinup_years:g}) must be shorter than years ({years:g})")
+    steps = years * SECONDS_PER_YEAR / dt
+    if steps > MAX_STEPS:
+        raise ConfigError(f"years = {years:g} at dt = {dt:g} s would take {steps:.3g} steps; at most "
+                          f"{MAX_STEPS:.0e} are allowed")
+    n_total = steps_for(years, dt)
+    n_total -= n_total % save_every
+    if n_total < save_every:
+        raise ConfigError(f"{years:g} years at dt = {dt:g} s is fewer steps than save_every = {save_every}")
+    t_saved = np.arange(0, n_total + 1, save_every) * float(dt)
+    snapshots = int(np.count_nonzero(t_saved >= spinup_years * SECONDS_PER_YEAR - 1e-6))
+    if snapshots < 1:
+        raise ConfigError(f"no snapshot would be saved after the spin-up of {spinup_years:g} years "
+                          f"({n_total} steps of {dt:g} s, saved every {save_every})")
+    check_qg_size(nx_hi, n_total, len(t_saved), "qg generate")
+    hi, lo = get_config(config, nx_hi), get_config(config, nx_lo)
+    for op in ops:
+        Coarsener(hi, lo, op)  # the operators' own checks (same domain, multiple grids)
+    if q0 is not None:
+        q0 = np.asarray(q0)
+        if q0.shape != (2, nx_hi, nx_hi):
+            raise DataError(f"the initial (restart) PV has shape {q0.shape}; expected (2, {nx_hi}, {nx_hi}) for "
+                            f"nx_hi = {nx_hi}")
+        if not np.all(np.isfinite(q0)):
+            raise DataError("the initial (restart) PV holds NaN/inf values")
+    return {"hi": hi, "lo": lo, "n_total": n_total, "spinup_years": float(spinup_years), "operators": ops,
+            "snapshots": snapshots, "q0": q0}
 
 
 def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx_lo: int = 64, dt: float = 3600.0,
@@ -70,10 +150,13 @@ def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx
              seed: int = 0, progress: bool = False, write_hires: bool = True, q0=None) -> dict:
     """Run the high-resolution model and write coarse-grained datasets (see the module documentation).
 
+    Every setting is checked first (:func:`check_generate`); the files replace ``out`` whole at the end
+    (:func:`~nemic.experiments.config.staged_run`), so a failed rerun leaves an earlier ``out`` as it was.
+
     Args:
         config: "eddy" or "jet".
         years: total model time (360-day years); snapshots are saved after ``spinup_years`` (default: half).
-        out: output directory.
+        out: output directory (replaced whole; refused if it holds files of something other than a nemic run).
         nx_hi, nx_lo: resolutions (benchmark: 256 and 64).
         dt: timestep, s (benchmark: 3600).
         save_every: steps between saved snapshots (benchmark: 1000).
@@ -83,40 +166,38 @@ def generate(config: str, years: float, out: str | Path, *, nx_hi: int = 256, nx
     Returns:
         A summary dict (also written to ``generate.json``).
     """
-    for op in operators:
-        if op not in OPERATORS:
-            raise ConfigError(f"unknown coarse-graining operator {op!r}; choose from {list(OPERATORS)}")
-    hi, lo = get_config(config, nx_hi), get_config(config, nx_lo)
-    if years <= 0:
-        raise ConfigError(f"years must be > 0, got {years}")
-    spinup_years = years / 2 if spinup_years is None else spinup_years
-    n_total = steps_for(years, dt)
-    n_total -= n_total % save_every
-    if n_total < save_every:
-        raise ConfigError(f"{years} years at dt={dt} s is fewer steps than save_every={save_every}")
-    out = ensure_writable_dir(out)
-    t0 = time.perf_counter()
-    state0 = hi.initial_state(jax.random.key(seed)) if q0 is None else hi.initial_state(q=q0)
-    hi.check_timestep(state0, dt)
-    with progress_reporter("spin-up", enabled=bool(progress)) as report:
-        traj = simulate(hi, None, state0, dt=dt, n_steps=n_total, save_every=save_every, observe=hi.observe,
-                        progress=report)
-    wall = time.perf_counter() - t0
-    keep = np.asarray(traj.t) >= spinup_years * SECONDS_PER_YEAR - 1e-6
-    t = np.asarray(traj.t)[keep]
-    q = np.asarray(traj.states.q)[keep]
-    attrs = {"config": config, "dt": dt, "years": years, "spinup_years": spinup_years, "seed": seed}
-    files = {}
-    if write_hires:
-        ds = to_xarray(traj.take(len(traj)), attrs={**attrs, **hi.to_attrs("hi_")})
-        files["hires"] = str(write_netcdf(ds, out / "hires.nc"))
-    for op in operators:
-        ds = forcing_dataset(Coarsener(hi, lo, op), hi, lo, t, q, attrs=attrs)
-        files[op] = str(write_netcdf(ds, out / f"{op}.nc"))
-    summary = {"config": config, "years": years, "steps": n_total, "dt": dt, "nx_hi": nx_hi, "nx_lo": nx_lo,
-               "snapshots": int(keep.sum()), "wall_s": wall, "ms_per_step": 1e3 * wall / n_total,
-               "files": files}
-    write_json(summary, out / "generate.json")
+    c = check_generate(config, years, nx_hi=nx_hi, nx_lo=nx_lo, dt=dt, spinup_years=spinup_years,
+                       save_every=save_every, operators=operators, seed=seed, q0=q0)
+    hi, lo, n_total, spinup_years = c["hi"], c["lo"], c["n_total"], c["spinup_years"]
+    out = Path(out)
+    settings = {"config": config, "years": years, "nx_hi": nx_hi, "nx_lo": nx_lo, "dt": dt,
+                "spinup_years": spinup_years, "save_every": save_every, "operators": list(c["operators"]),
+                "seed": int(seed), "restart": q0 is not None, "write_hires": write_hires}
+    with staged_run(out, "qg generate", settings) as stage:
+        t0 = time.perf_counter()
+        state0 = hi.initial_state(jax.random.key(int(seed))) if c["q0"] is None else hi.initial_state(q=c["q0"])
+        hi.check_timestep(state0, dt)
+        with progress_reporter("spin-up", enabled=bool(progress)) as report:
+            traj = simulate(hi, None, state0, dt=dt, n_steps=n_total, save_every=save_every, observe=hi.observe,
+                            progress=report)
+        wall = time.perf_counter() - t0
+        keep = np.asarray(traj.t) >= spinup_years * SECONDS_PER_YEAR - 1e-6
+        t = np.asarray(traj.t)[keep]
+        q = np.asarray(traj.states.q)[keep]
+        attrs = {"config": config, "dt": dt, "years": years, "spinup_years": spinup_years, "seed": int(seed)}
+        files = {}
+        if write_hires:
+            ds = to_xarray(traj.take(len(traj)), attrs={**attrs, **hi.to_attrs("hi_")})
+            write_netcdf(ds, stage / "hires.nc")
+            files["hires"] = str(out / "hires.nc")
+        for op in c["operators"]:
+            ds = forcing_dataset(Coarsener(hi, lo, op), hi, lo, t, q, attrs=attrs)
+            write_netcdf(ds, stage / f"{op}.nc")
+            files[op] = str(out / f"{op}.nc")
+        summary = {"config": config, "years": years, "steps": n_total, "dt": dt, "nx_hi": nx_hi, "nx_lo": nx_lo,
+                   "snapshots": int(keep.sum()), "wall_s": wall, "ms_per_step": 1e3 * wall / n_total,
+                   "files": files}
+        write_json(summary, stage / "generate.json")
     return summary
 
 
@@ -168,6 +249,21 @@ def load_trained_closure(path: str | Path):
         raise DataError(f"'{path}' is not a saved closure (expected {CLOSURE_FILE}, written by `nemic qg train`)")
     closure = load_module(file, kind=CNN_CLOSURE_KIND)
     return closure, dict(read_header(file).get("extra") or {})
+
+
+def saved_closure_widths(path: str | Path) -> tuple[int, ...]:
+    """The hidden widths of the network of a saved closure (directory or ``closure.eqx``), read from the file's
+    header only (the file is checked complete); ``()`` when the header does not record them."""
+    path = Path(path)
+    file = path / CLOSURE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(f"'{path}' is not a saved closure (expected {CLOSURE_FILE}, written by `nemic qg train`)")
+    config = read_header(file).get("config") or {}
+    widths = (config.get("net") or {}).get("widths") if isinstance(config, dict) else None
+    try:
+        return tuple(int(w) for w in widths) if widths else ()
+    except (TypeError, ValueError):
+        return ()
 
 
 # ====================================================================== training

@@ -5,6 +5,10 @@ pooled, sorted samples of fields, plus ``kmax`` (the largest wavenumber compared
 summaries metric by metric (RMS difference of curves over ``kr < kmax``; first Wasserstein distance of the
 samples); :func:`similarity` turns distances into the benchmark's score ``1 - D(param, HR) / D(LR, HR)`` (eq. 9).
 
+Every function here refuses non-finite input (NaN or inf in a curve, a sample or a distance) with a one-line
+:class:`~nemic.core.errors.DataError` naming the metric: a NaN would otherwise turn into a fake score (a NaN
+distance drops out of the mean, a NaN sample sorts to the end). They work on host (NumPy) values, outside ``jit``.
+
 Reference: Ross, Li, Perezhogin, Fernandez-Granda & Zanna (2023), JAMES 15, e2022MS003258,
 doi:10.1029/2022MS003258, section 3.3.
 """
@@ -13,11 +17,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from nemic.core.errors import ConfigError
+from nemic.core.errors import ConfigError, DataError
 
 SPECTRAL_METRICS = ("KEspec1", "KEspec2", "Ensspec1", "Ensspec2", "KEflux", "APEflux", "APEgenspec",
                     "KEfrictionspec")
 DISTRIBUTION_METRICS = ("q1", "q2", "u1", "u2", "v1", "v2", "KE1", "KE2", "Ens1", "Ens2")
+
+
+def _finite(name: str, x) -> np.ndarray:
+    """``x`` as a float64 array, or a one-line :class:`DataError` naming ``name`` if it holds NaN/inf."""
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be numbers, got {type(x).__name__}") from None
+    if not np.all(np.isfinite(a)):
+        n = int(a.size - np.count_nonzero(np.isfinite(a)))
+        raise DataError(f"{name} holds {n} NaN/inf value(s); the similarity metrics need finite data")
+    return a
 
 
 def wasserstein1(a, b, presorted: bool = False) -> float:
@@ -27,9 +43,11 @@ def wasserstein1(a, b, presorted: bool = False) -> float:
     grid (Villani 2009, Optimal Transport, Remark 2.19); same units as the samples. ``presorted``: ``a`` and ``b``
     are already sorted 1-D arrays (saves the sorts for the millions of samples of a high-resolution run).
     """
+    a, b = _finite("the first samples", a), _finite("the second samples", b)
+    if a.size == 0 or b.size == 0:
+        raise DataError("the Wasserstein distance needs at least one sample on each side")
     if not presorted:
         a, b = np.sort(np.ravel(a)), np.sort(np.ravel(b))
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.size > b.size:
         a, b = b, a
     if b.size % a.size == 0:  # a's quantile steps are a subset of b's: the merged grid is b's
@@ -57,12 +75,23 @@ def distances(a: dict, b: dict) -> dict:
     samples. As the benchmark's ``diagnostic_differences``. The two summaries may come from different
     resolutions of the same domain (their shells then coincide below kmax).
     """
+    missing = [k for k in ("kr", *SPECTRAL_METRICS, *DISTRIBUTION_METRICS) if k not in a or k not in b]
+    if missing:
+        raise DataError(f"a summary lacks the metric(s) {missing}")
     kmax = min(a.get("kmax", np.inf), b.get("kmax", np.inf))
-    sa, sb = np.asarray(a["kr"]) < kmax, np.asarray(b["kr"]) < kmax
-    if sa.sum() != sb.sum() or not np.allclose(np.asarray(a["kr"])[sa], np.asarray(b["kr"])[sb]):
+    kra, krb = _finite("wavenumbers kr of a summary", a["kr"]), _finite("wavenumbers kr of a summary", b["kr"])
+    sa, sb = kra < kmax, krb < kmax
+    if sa.sum() != sb.sum() or not np.allclose(kra[sa], krb[sb]):
         raise ConfigError("the two summaries have different wavenumber shells below kmax (different domains?)")
-    d = {k: float(np.sqrt(np.mean((a[k][sa] - b[k][sb]) ** 2))) for k in SPECTRAL_METRICS}
-    d.update({k: wasserstein1(a[k], b[k], presorted=True) for k in DISTRIBUTION_METRICS})
+    d = {}
+    for k in SPECTRAL_METRICS:
+        x, y = _finite(f"metric {k} of a summary", a[k])[sa], _finite(f"metric {k} of a summary", b[k])[sb]
+        d[k] = float(np.sqrt(np.mean((x - y) ** 2)))
+    for k in DISTRIBUTION_METRICS:
+        try:
+            d[k] = wasserstein1(a[k], b[k], presorted=True)
+        except DataError as e:
+            raise DataError(f"metric {k}: {e}") from None
     return d
 
 
@@ -71,11 +100,20 @@ def similarity(param: dict, low: dict, high: dict, low_distances: dict | None = 
 
     1 means the parameterized run matches the high-resolution run, 0 means no better than the unparameterized
     low-resolution run, negative means worse. ``low_distances``: ``distances(low, high)`` if already computed.
+
+    A metric on which the low-resolution run already equals the high-resolution one (``D(LR, HR) = 0``) has no
+    score (``None``) and is left out of the mean and minimum; non-finite input is a one-line :class:`DataError`.
     """
     dp = distances(param, high)
     dl = distances(low, high) if low_distances is None else low_distances
-    s = {k: 1.0 - dp[k] / dl[k] if dl[k] > 0 else float("nan") for k in dp}
-    vals = [v for v in s.values() if np.isfinite(v)]
+    for k in dp:
+        if k not in dl:
+            raise DataError(f"the low-resolution distances lack the metric {k}")
+        _finite(f"the low-resolution distance of {k}", dl[k])
+    s = {k: 1.0 - dp[k] / dl[k] if dl[k] > 0 else None for k in dp}
+    vals = [v for v in s.values() if v is not None]
+    if not vals:
+        raise DataError("no metric can be scored: the low-resolution run equals the high-resolution one on all")
     return {"per_metric": s, "mean": float(np.mean(vals)), "min": float(np.min(vals))}
 
 
