@@ -31,7 +31,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY)
     out = tmp_path / "run"
-    r = nemic("quickstart", "--out", str(out), "--config", str(cfg), "--no-progress")
+    r = nemic("quickstart", "--out", str(out), "--config", str(cfg))  # with progress bars, as users run it
     assert r.returncode == 0, r.stderr
     assert "wall time" in r.stdout and str(out.resolve()) in r.stdout.replace("\n", "")
     m = json.loads((out / "metrics.json").read_text())

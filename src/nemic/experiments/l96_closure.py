@@ -30,11 +30,12 @@ import numpy as np
 import xarray as xr
 
 from nemic.core.errors import BlowUpError, ConfigError, check_int_at_least, check_positive
-from nemic.experiments.config import CHECKPOINTS, staged_run
-from nemic.io.output import to_xarray, write_json, write_netcdf
 from nemic.core.rollout import Trajectory, rollout, simulate
 from nemic.core.steppers import RK4
+from nemic.experiments.config import CHECKPOINTS, staged_run
 from nemic.experiments.l96_plots import plot_all
+from nemic.io.output import to_xarray, write_json, write_netcdf
+from nemic.io.terminal import progress as progress_reporter
 from nemic.metrics.climate import autocorrelation, hellinger_distance
 from nemic.metrics.skill import forecast_rmse, skill_lost_lead_time
 from nemic.models.lorenz96 import Lorenz96, Lorenz96State, TwoScaleLorenz96
@@ -174,8 +175,8 @@ def truth_run(model: TwoScaleLorenz96, cfg: L96ClosureConfig, key: jax.Array, du
                     save_every=cfg.steps(cfg.spinup_time, cfg.truth_dt) or 1) if cfg.spinup_time else None
     s0 = spin.final if spin is not None else s0
     n = cfg.steps(duration, cfg.coarse_dt) * cfg.ratio
-    traj = simulate(model, RK4(), s0, dt=cfg.truth_dt, n_steps=n, save_every=cfg.ratio,
-                    progress="truth run (two-scale)" if progress else False)
+    with progress_reporter("truth run (two-scale)", enabled=bool(progress)) as report:
+        traj = simulate(model, RK4(), s0, dt=cfg.truth_dt, n_steps=n, save_every=cfg.ratio, progress=report)
     u = np.asarray(jax.vmap(model.subgrid_tendency)(traj.states))
     coarse = Trajectory(t=traj.t, states=Lorenz96State(x=traj.states.x), blowup_step=traj.blowup_step)
     return coarse, u

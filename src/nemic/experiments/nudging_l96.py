@@ -36,6 +36,7 @@ from nemic.experiments.config import CHECKPOINTS, settings_hash, staged_run
 from nemic.experiments.l96_closure import L96ClosureConfig, evaluate, truth_run
 from nemic.io.nudging import nudging_dataset
 from nemic.io.output import save_figure, to_xarray, write_json, write_netcdf
+from nemic.io.terminal import progress as progress_reporter
 from nemic.metrics.climate import hellinger_distance
 from nemic.models.lorenz96 import Lorenz96, Lorenz96State, TwoScaleLorenz96
 from nemic.nn.mlp import LocalStencilMLP
@@ -121,8 +122,9 @@ def _run(cfg: NudgingL96Config, out: Path, *, progress: bool, log) -> dict[str, 
     log(f"[2/5] one-scale model nudged toward the truth (tau = {cfg.tau:g})")
     nudging = Nudging(train, cfg.tau)
     n_steps = c.steps(c.train_time, c.coarse_dt)
-    nrun = nudged_run(coarse, nudging, RK4(), Lorenz96State(x=train.states.x[0]), dt=c.coarse_dt, n_steps=n_steps,
-                      t0=float(train.t[0]), progress="nudged run" if progress else False)
+    with progress_reporter("nudged run", enabled=bool(progress)) as report:
+        nrun = nudged_run(coarse, nudging, RK4(), Lorenz96State(x=train.states.x[0]), dt=c.coarse_dt,
+                          n_steps=n_steps, t0=float(train.t[0]), progress=report)
     write_netcdf(nudging_dataset(nrun, attrs={"title": "one-scale Lorenz-96 nudged toward the two-scale truth",
                                               **_flat(cfg)}), out / "nudged_run.nc")
     x_nudged = np.asarray(nrun.trajectory.states.x)
