@@ -85,3 +85,30 @@ def test_unknown_option_and_unwritable_output(tmp_path):
     missing = tmp_path / "nope.toml"
     r = nemic("quickstart", "--config", str(missing), timeout=120)
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_ctrl_c_exits_130_in_one_line_and_keeps_earlier_results(tmp_path):
+    """SIGINT while the quickstart trains: exit 130, one line, the earlier results directory untouched."""
+    import hashlib
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"files": ["metrics.json"]}\n')  # an earlier finished run
+    (out / "metrics.json").write_text('{"earlier": true}\n')
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY.replace("offline_iters = 100", "offline_iters = 100000"))  # long enough to interrupt
+    proc = subprocess.Popen([sys.executable, "-m", "nemic.cli", "quickstart", "--out", str(out), "--config",
+                             str(cfg), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "[3/5]" in line:  # offline training has started
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0]
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()} == before

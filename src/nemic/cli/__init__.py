@@ -93,6 +93,8 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
         result = app(standalone_mode=False)
+        if result == 130:  # Typer turns Ctrl-C inside a command into Exit(130)
+            raise KeyboardInterrupt
         if isinstance(result, int) and result:  # typer.Exit(code) returns its code here
             sys.exit(result)
     except typer.TyperException as e:  # usage errors: one line instead of Click's usage block
