@@ -9,10 +9,8 @@ stage, before any heavy work, so the whole file runs in well under a minute.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,32 +18,16 @@ import xarray as xr
 from typer.testing import CliRunner
 
 import nemic.cli as cli
+from nemic.cli.testing import invoke, root_app, snapshot
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
 @pytest.fixture(scope="module")
 def app():
-    """The root ``nemic`` app with every command registered, as ``nemic.cli.main`` builds it."""
-    if not cli.app.registered_groups:
-        cli._register()
-    return cli.app
+    return root_app()
 
 
-def invoke(app, args) -> tuple[int, list[str]]:
-    """Run ``nemic ARGS`` in-process: (exit status, the error lines a user would see)."""
-    r = CliRunner().invoke(app, [str(a) for a in args])
-    if r.exception is not None and not isinstance(r.exception, SystemExit):
-        msg, status = cli.describe_error(r.exception)
-        return status, [f"error: {msg}"]
-    lines = [ln for ln in r.output.splitlines() if ln.strip().lower().startswith("error")]
-    return r.exit_code, lines
 
-
-def snapshot(path: Path) -> dict[str, str]:
-    """sha256 and mode of every file under ``path``, and the names of hidden siblings (staging leftovers are
-    allowed; another copy of the results is not)."""
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() + f":{p.stat().st_mode:o}"
-            for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ show that the staged write leaves the earlier results as they were.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-import nemic.cli as cli
+from nemic.cli.testing import invoke, root_app, snapshot
 
 YEARS_8_STEPS = str(8 * 3600 / (360 * 86400))  # 8 steps of 3600 s
 
@@ -40,23 +39,10 @@ def _keep_x64():
 
 @pytest.fixture(scope="module")
 def app():
-    if not cli.app.registered_groups:
-        cli._register()
-    return cli.app
+    return root_app()
 
 
-def invoke(app, args) -> tuple[int, list[str]]:
-    """Run ``nemic ARGS`` in-process: (exit status, the error lines a user would see)."""
-    r = CliRunner().invoke(app, [str(a) for a in args])
-    if r.exception is not None and not isinstance(r.exception, SystemExit):
-        msg, status = cli.describe_error(r.exception)
-        return status, [f"error: {msg}"]
-    return r.exit_code, [ln for ln in r.output.splitlines() if ln.strip().lower().startswith("error")]
 
-
-def snapshot(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() + f":{p.stat().st_mode:o}"
-            for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -269,8 +255,7 @@ def test_nudging_qg_bad_settings_and_data(app, results, files, tmp_path):
 
 def test_similarity_scores_refuse_non_finite_input():
     from nemic.core.errors import DataError
-    from nemic.metrics.qg_similarity import DISTRIBUTION_METRICS, SPECTRAL_METRICS, distances, similarity, \
-        wasserstein1
+    from nemic.metrics.qg_similarity import DISTRIBUTION_METRICS, SPECTRAL_METRICS, distances, similarity, wasserstein1
 
     rng = np.random.default_rng(0)
     summ = {"kr": np.arange(1.0, 6.0), "kmax": 10.0,
