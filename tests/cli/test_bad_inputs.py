@@ -27,9 +27,6 @@ def app():
     return root_app()
 
 
-
-
-
 @pytest.fixture(scope="module")
 def results(app, tmp_path_factory):
     """An existing results directory: a tiny successful ``nemic ebm run`` (a few seconds), and its snapshot."""

@@ -42,9 +42,6 @@ def app():
     return root_app()
 
 
-
-
-
 @pytest.fixture(scope="module")
 def results(app, tmp_path_factory):
     """An existing results directory: the smallest successful ``nemic qg generate``, and its snapshot."""
