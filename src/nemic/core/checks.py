@@ -67,6 +67,8 @@ def _describe(struct) -> str:
 
 
 def check_run_settings(state0, dt, n_steps, save_every):
+    """Check a rollout's ``dt`` (finite, positive), ``n_steps`` (>= 0) and ``save_every`` (>= 1, divides
+    ``n_steps``); raises a one-line ``ConfigError`` otherwise."""
     check_dt(dt)
     if not isinstance(n_steps, (int, np.integer)) or isinstance(n_steps, bool) or n_steps < 0:
         raise ConfigError(f"n_steps must be a non-negative integer, got {n_steps!r}")
@@ -77,6 +79,8 @@ def check_run_settings(state0, dt, n_steps, save_every):
 
 
 def check_key(process, key):
+    """Check that a stochastic ``process`` gets a key and that ``key`` is a single ``jax.random`` key
+    (typed or raw uint32[2]); raises a one-line ``ConfigError`` otherwise."""
     if key is None and process.stochastic:
         raise ConfigError(f"{type(process).__name__} is stochastic: pass key=jax.random.key(seed) to the rollout")
     if key is not None and not (isinstance(key, jax.core.Tracer) or is_key(key)):
@@ -84,6 +88,7 @@ def check_key(process, key):
 
 
 def is_key(key) -> bool:
+    """True if ``key`` is one ``jax.random`` key: a typed key of shape () or a raw uint32 array of shape (2,)."""
     try:
         arr = jnp.asarray(key) if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     except AttributeError:

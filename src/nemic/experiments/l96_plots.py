@@ -30,6 +30,9 @@ def plot_x_pdfs(x_truth, runs: dict, colors: dict, title: str):
 
 
 def plot_all(out: Path, cfg, test, results, acf_truth, n_acf, hist_off, hist_on) -> None:
+    """Write the Lorenz-96 closure recipe's figures into ``out``: forecast RMSE against lead
+    time (rmse_vs_lead.png), the distribution of X in free runs (pdf_x.png), Hovmoller diagrams (hovmoller.png),
+    the autocorrelation of X (acf_x.png) and the training losses (training_loss.png)."""
     x_test = np.asarray(test.states.x)
 
     fig, ax = plt.subplots(figsize=(6, 4))

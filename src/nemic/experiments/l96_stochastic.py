@@ -146,6 +146,8 @@ def fit_ar1(x: np.ndarray, u: np.ndarray, degree: int) -> tuple[PolynomialClosur
 
 
 def build_models(cfg: L96StochasticConfig, fitted: dict[str, Any]) -> dict[str, Any]:
+    """The three hybrid models of the recipe (one-scale Lorenz-96 + deterministic network, + polynomial and
+    AR(1) noise, + stochastic network) from the closures fitted by :func:`train`, keyed by closure name."""
     coarse = Lorenz96(F=cfg.F)
     poly, sigma, phi = fitted["ar1"]
     return {"deterministic_nn": coarse + NeuralTendency(fitted["deterministic_nn"], "x"),

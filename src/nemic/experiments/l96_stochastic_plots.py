@@ -56,6 +56,9 @@ def write_datasets(out: Path, cfg: Any, results: dict[str, dict[str, Any]], x_te
 
 def plot_all(out: Path, cfg: Any, results: dict[str, dict[str, Any]], x_test: np.ndarray,
              histories: dict[str, list[float]]) -> None:
+    """Write the stochastic recipe's figures into ``out``: CRPS against lead time (crps_vs_lead.png),
+    RMSE, spread and their ratio (spread_error.png), rank histograms, the climate of X (pdf_x.png) and the
+    training histories (training.png)."""
 
     title = f"c = {cfg.c:g}, {cfg.n_members} members, {cfg.n_ics} initial conditions"
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -23,6 +23,9 @@ def _style(name: str, i: int):
 
 def plot_results(out: Path, high: dict, summ: dict, ref_stats: dict, runs: dict, ke_series: dict, metrics: dict,
           save_dt: float, N, q_n, n_dt: float) -> None:
+    """Write the QG nudging recipe's figures into ``out``: biases of the free runs with their spread over test
+    starts (bias_spread.png), kinetic-energy spectra (ke_spectra.png), energy series (energy_series.png) and the
+    nudging tendencies (nudging_tendency.png)."""
     names = list(runs)
     # 1. biases with their spread over test starts
     fig, ax = plt.subplots(figsize=(9, 4))
