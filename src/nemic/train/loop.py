@@ -23,7 +23,11 @@ surrogate) is ``fit(model, loss, sample, ...)``:
 * a :class:`~nemic.train.checkpoint.TrainCheckpoint` every ``checkpoint_every`` iterations (model, optimiser
   state, EMA, history, key in one file); with ``resume=True`` the loop continues from it, bit-identical to an
   uninterrupted run;
-* a Rich progress bar with the running mean of the last 10 losses.
+* a Rich progress bar with the running mean of the last 10 losses;
+* ``mesh`` (:func:`nemic.parallel.make_mesh`): data parallelism on a device mesh. The trained and frozen
+  parameters, the optimiser state, the EMA and the sampler's arrays are replicated, each batch's leading axis is
+  split over the mesh's ``batch_axes`` as it is drawn, and XLA's partitioner sums the gradients over devices (no
+  hand-written reduction); the same code runs on one device, several, or several processes.
 
 The optimiser is any Optax ``GradientTransformation`` (Kingma & Ba 2015, Adam, arXiv:1412.6980, by default).
 """
@@ -43,6 +47,7 @@ import optax
 
 from nemic.core.errors import ConfigError, NemicError
 from nemic.io.terminal import progress_bar
+from nemic.parallel.mesh import batch_sharding, check_divides, replicate, replicated
 from nemic.train.checkpoint import CheckpointError, TrainCheckpoint
 
 __all__ = ["FitResult", "TrainingDivergedError", "default_optimizer", "fit", "train_loop"]
@@ -111,10 +116,11 @@ def _total_loss(loss: Loss, extra_terms: Sequence[tuple[float, Callable]]):
 
 
 def make_step(loss: Loss, optimizer: optax.GradientTransformation, *,
-              extra_terms: Sequence[tuple[float, Callable]] = (), ema_decay: float | None = None):
+              extra_terms: Sequence[tuple[float, Callable]] = (), ema_decay: float | None = None, mesh: Any = None):
     """A jitted update ``(params, static, opt_state, ema, batch, key) -> (params, opt_state, ema, stats)``.
 
-    ``stats`` = (loss, aux dict, gradient global norm, all updated weights finite).
+    ``stats`` = (loss, aux dict, gradient global norm, all updated weights finite). With ``mesh`` the updated
+    parameters, optimiser state and EMA are constrained to stay replicated on it.
     """
     grad_fn = eqx.filter_value_and_grad(_total_loss(loss, tuple(extra_terms)), has_aux=True)
 
@@ -125,6 +131,8 @@ def make_step(loss: Loss, optimizer: optax.GradientTransformation, *,
         new = eqx.apply_updates(params, updates)
         if ema_decay is not None:
             ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, new)
+        if mesh is not None:
+            new, opt_state, ema = jax.lax.with_sharding_constraint((new, opt_state, ema), replicated(mesh))
         return new, opt_state, ema, (value, aux, optax.tree.norm(grads), _all_finite(new))
 
     return step
@@ -133,6 +141,27 @@ def make_step(loss: Loss, optimizer: optax.GradientTransformation, *,
 @eqx.filter_jit
 def _draw(sample, key, iteration):
     return sample(key, iteration)
+
+
+def _sharded_draw(mesh, batch_axes):
+    """``_draw`` whose batch comes out with its leading axis split over ``batch_axes`` of ``mesh``."""
+
+    @eqx.filter_jit
+    def draw(sample, key, iteration):
+        batch = sample(key, iteration)
+        return jax.tree_util.tree_map(
+            lambda x: jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim, axes=batch_axes))
+            if eqx.is_array(x) and x.ndim else x, batch)
+
+    return draw
+
+
+def _check_batch(sample, key, mesh, batch_axes) -> None:
+    """One-line ConfigError unless the mesh's batch axes divide the batch's leading axis (checked abstractly)."""
+    shapes = eqx.filter_eval_shape(sample, key, jnp.asarray(0, jnp.int32))
+    for x in jax.tree_util.tree_leaves(shapes):
+        if hasattr(x, "shape"):
+            check_divides(mesh, batch_axes, int(x.shape[0]) if len(x.shape) else 1, "batch elements")
 
 
 def fit(
@@ -158,6 +187,8 @@ def fit(
     progress: bool = True,
     description: str = "training",
     callback: Callable[[int, float], None] | None = None,
+    mesh: Any = None,
+    batch_axes: str | Sequence[str] = "batch",
 ) -> FitResult:
     """Run iterations ``start .. n_iters - 1`` of gradient descent on ``loss``; see the module docs.
 
@@ -180,6 +211,8 @@ def fit(
         checkpoint_info: free JSON stored with every checkpoint.
         progress: show a Rich progress bar. description: its label and the prefix of error messages.
         callback: ``callback(iteration, loss)`` after each successful iteration.
+        mesh: a ``jax.sharding.Mesh`` (:func:`nemic.parallel.make_mesh`) for data-parallel training, or ``None``.
+        batch_axes: the mesh axis (or axes) that split each batch's leading axis.
 
     Returns:
         A :class:`FitResult`.
@@ -217,13 +250,18 @@ def fit(
             history, aux_history, start = state["history"], state["aux_history"], state["step"]
             params, static = eqx.partition(model, filter_spec)
 
-    step = make_step(loss, optimizer, extra_terms=extra_terms, ema_decay=ema_decay)
+    draw = _draw
+    if mesh is not None:
+        _check_batch(sample, key, mesh, batch_axes)
+        params, static, opt_state, ema, sample, key = replicate((params, static, opt_state, ema, sample, key), mesh)
+        draw = _sharded_draw(mesh, batch_axes)
+    step = make_step(loss, optimizer, extra_terms=extra_terms, ema_decay=ema_decay, mesh=mesh)
     last_saved = None
     with progress_bar(progress) as pb:
         task = pb.add_task(description, total=n_iters, completed=start, info="")
         for it in range(start, n_iters):
             k_it = jax.random.fold_in(key, it)
-            batch = _draw(sample, k_it, jnp.asarray(it, jnp.int32))
+            batch = draw(sample, k_it, jnp.asarray(it, jnp.int32))
             new, new_opt, new_ema, (value, aux, gnorm, ok) = step(params, static, opt_state, ema, batch,
                                                                   jax.random.fold_in(k_it, 1))
             value, gnorm, ok = float(value), float(gnorm), bool(ok)
