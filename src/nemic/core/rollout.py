@@ -255,6 +255,14 @@ def ensemble_rollout(
     for bad in ("carry", "stepper_state", "return_carry", "return_stepper_state"):
         if kwargs.get(bad):
             raise ConfigError(f"ensemble_rollout does not take {bad}; run members with rollout to continue them")
+    states0 = _member_states(process, states0, keys)
+    run = lambda s, k: rollout(process, stepper, s, key=k, **kwargs)  # noqa: E731
+    traj = _map_members(run, states0, keys, batch_size)
+    return Trajectory(t=traj.t[0], states=traj.states, blowup_step=traj.blowup_step, member_axis=True)
+
+
+def _member_states(process, states0, keys):
+    """``states0`` with a leading member axis (one state is broadcast to the members set by ``keys``)."""
     n_keys = None if keys is None else int(jnp.shape(keys)[0])
     lead = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree_util.tree_leaves(states0)}
     batched_states = True
@@ -265,17 +273,76 @@ def ensemble_rollout(
         raise DataError("ensemble initial states need a leading member axis")
     if keys is not None and batched_states is False:
         states0 = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_keys,) + jnp.shape(x)), states0)
-    run = lambda s, k: rollout(process, stepper, s, key=k, **kwargs)  # noqa: E731
+    return states0
+
+
+def _map_members(run, states0, keys, batch_size, *extra):
+    """``run(state, key, *extra)`` over the members: one ``vmap`` or (``batch_size``) vectorised chunks in turn."""
     if batch_size is None:
-        traj = jax.vmap(run, in_axes=(0, None if keys is None else 0))(states0, keys)
-    else:
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        if keys is None:
-            traj = jax.lax.map(lambda s: run(s, None), states0, batch_size=int(batch_size))
-        else:
-            traj = jax.lax.map(lambda sk: run(*sk), (states0, keys), batch_size=int(batch_size))
-    return Trajectory(t=traj.t[0], states=traj.states, blowup_step=traj.blowup_step, member_axis=True)
+        return jax.vmap(run, in_axes=(0, None if keys is None else 0) + (0,) * len(extra))(states0, keys, *extra)
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    return jax.lax.map(lambda a: run(a[0], None if keys is None else a[1], *a[2:]),
+                       (states0, keys) + tuple(extra), batch_size=int(batch_size))
+
+
+def ensemble_simulate(process: AbstractProcess, stepper: AbstractStepper | None, states0: PyTree, *,
+                      dt: float, n_steps: int, t0: float = 0.0, save_every: int = 1, keys: Any = None,
+                      observe: Callable[[PyTree, Any], PyTree] | None = None, batch_size: int | None = None,
+                      segments: int | None = None, progress: Callable[[int, int], None] | None = None) -> Trajectory:
+    """:func:`ensemble_rollout` driven from the host in segments, with ``progress(steps_done, n_steps)`` reports.
+
+    Each segment is one compiled, vectorised call over all members that continues every member's carry (stepper
+    history, noise state, step count), so the trajectory equals :func:`ensemble_rollout`'s, whatever the number
+    of segments (default: about 20 with progress, else 1). A member whose state stops being finite stays at its
+    last finite save, and its ``blowup_step`` counts the steps completed before the bad block (-1 if none), as in
+    :func:`ensemble_rollout`; the other members run on.
+    """
+    if progress is False:
+        progress = None
+    if progress is not None and not callable(progress):
+        raise ConfigError("progress must be a callable progress(steps_done, total) or None "
+                          "(nemic.io.terminal.progress draws a bar)")
+    check_run_settings(jax.tree_util.tree_map(lambda x: x[0], _member_states(process, states0, keys)), dt,
+                       n_steps, save_every)
+    check_key(process, None if keys is None else keys[0])
+    stepper = _default_stepper(process) if stepper is None else stepper
+    states0 = _member_states(process, states0, keys)
+    n_saves = n_steps // save_every
+    segments = (min(20, n_saves) if progress else 1) if segments is None else segments
+    segments = max(1, min(segments, max(n_saves, 1)))
+    per = [n_saves // segments + (1 if s < n_saves % segments else 0) for s in range(segments)]
+    init = lambda s, k: init_carry(process, stepper, s, t0=t0, dt=dt, key=k)  # noqa: E731
+    carry = jax.vmap(init, in_axes=(0, None if keys is None else 0))(states0, keys)
+
+    @eqx.filter_jit
+    def run(p, c, k, t, n):
+        one = lambda s, kk, cc: rollout(p, stepper, s, dt=dt, n_steps=n * save_every, t0=t,  # noqa: E731
+                                        save_every=save_every, key=kk, observe=observe, carry=cc, return_carry=True)
+        return _map_members(one, c.state, k, batch_size, c)
+
+    obs0 = states0 if observe is None else jax.vmap(lambda s: observe(s, t0))(states0)
+    pieces = [jax.tree_util.tree_map(lambda x: np.asarray(x)[:, None], obs0)]
+    bad = np.full(jax.tree_util.tree_leaves(states0)[0].shape[0], -1)
+    done = 0
+    for n in (m for m in per if m):
+        traj, carry = run(process, carry, keys, jnp.asarray(t0 + done * dt, float), n)
+        b = np.asarray(traj.blowup_step)
+        bad = np.where((bad < 0) & (b >= 0), done + b, bad)
+        pieces.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:, 1:], traj.states))
+        done += n * save_every
+        if progress is not None:
+            progress(done, n_steps)
+    last_ok = np.where(bad >= 0, bad // save_every, n_saves)  # index of each member's last finite save
+    idx = np.minimum(np.arange(n_saves + 1)[None, :], last_ok[:, None])
+
+    def freeze(*xs):
+        x = np.concatenate(xs, axis=1)
+        return jnp.asarray(np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1))
+
+    states = jax.tree_util.tree_map(freeze, *pieces)
+    t = t0 + jnp.arange(n_saves + 1) * (save_every * dt)
+    return Trajectory(t=t, states=states, blowup_step=jnp.asarray(bad, jnp.int32), member_axis=True)
 
 
 def _has_member_axis(process, states0) -> bool:
