@@ -36,9 +36,21 @@ DEBUG = {"on": False}
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show the full trace of an error.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full trace of an error."),
+    coordinator: str = typer.Option(None, "--coordinator", help="HOST:PORT of process 0 of a multi-process run."),
+    num_processes: int = typer.Option(None, "--num-processes", help="Number of processes (hosts) of the run."),
+    process_id: int = typer.Option(None, "--process-id", help="This process's rank, 0 .. N-1."),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Read the processes from the launcher (Slurm, Open MPI, JAX_* env)."),
+    timeout: float = typer.Option(60.0, "--coordinator-timeout", help="Seconds to wait for the coordinator."),
+) -> None:
     """Hybrid, differentiable Earth-system models of intermediate complexity."""
     DEBUG["on"] = debug
+    if distributed or coordinator is not None or num_processes is not None or process_id is not None:
+        from nemic.parallel.distributed import initialize  # jax loads only for multi-process runs
+
+        initialize(coordinator, num_processes, process_id, timeout)
 
 
 # (module, command name, help) for each group of subcommands

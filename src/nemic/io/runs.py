@@ -10,6 +10,12 @@ with the old directory kept as ``.<name>.old`` until the new one is in place (an
 the process died between the two renames). A finished run holds ``run.json`` (command, settings, start and end
 time, the files written, nemic's version); a directory without it was not written by a finished nemic run.
 
+With several processes (``jax.distributed``, :mod:`nemic.parallel.distributed`) only process 0 stages and commits
+the results; the other processes run the same code in a private scratch directory that is discarded, whose
+``checkpoints`` entry links to process 0's, so a resumed training reads in every process the checkpoint that
+process 0 wrote. Barriers make every process wait until the staging directory exists and until the results are
+in place.
+
 Usage::
 
     with run_transaction(out, command="ebm run", settings=cfg) as stage:
@@ -24,6 +30,7 @@ import ctypes.util
 import json
 import os
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,8 +39,11 @@ from typing import Any, Iterator, Mapping
 from nemic import __version__
 from nemic.core.errors import NemicError
 from nemic.io.files import atomic_write, current_umask
+from nemic.parallel.distributed import is_writer, process_count, process_index, sync
 
 MANIFEST = "run.json"
+#: the entry of a staging directory that every process of a multi-process run shares
+SHARED = "checkpoints"
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -148,15 +158,37 @@ def run_transaction(
         The staging directory to write into.
     """
     out = Path(out)
+    if process_count() > 1 and not is_writer():
+        yield from _follow(out)
+        return
     stage = _prepare(out, resume)
+    if process_count() > 1:
+        (stage / SHARED).mkdir(exist_ok=True)
+        sync(f"stage {out.name}")
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     yield stage
+    if process_count() > 1 and (stage / SHARED).is_dir() and not any((stage / SHARED).iterdir()):
+        (stage / SHARED).rmdir()
     manifest = {"command": command, "settings": dict(settings or {}), "started": started,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "nemic_version": __version__,
                 "files": [f for f in _files(stage) if f != MANIFEST]}
     atomic_write(stage / MANIFEST, lambda tmp: Path(tmp).write_text(
         json.dumps(manifest, indent=2, default=str, allow_nan=False) + "\n"))
     _commit(stage, out)
+    if process_count() > 1:
+        sync(f"commit {out.name}")
+
+
+def _follow(out: Path) -> Iterator[Path]:
+    """A process other than 0: a scratch directory (discarded) whose ``checkpoints`` links to process 0's."""
+    sync(f"stage {out.name}")
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.process{process_index()}."))
+    try:
+        (scratch / SHARED).symlink_to(staging_dir(out).resolve() / SHARED, target_is_directory=True)
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    sync(f"commit {out.name}")
 
 
 def is_finished_run(path: str | os.PathLike) -> bool:

@@ -18,7 +18,8 @@ that differs), and the format's own fields:
 
 Files are written to a temporary file in the target directory, flushed to disk and renamed over the target
 (``os.replace``), so an interrupted write leaves the previous file intact; their mode follows the umask (0644
-under umask 022), unlike ``tempfile.mkstemp``'s 0600. Every failure to read is one :class:`CheckpointError`
+under umask 022), unlike ``tempfile.mkstemp``'s 0600. With several processes (``jax.distributed``) files are
+written once, by process 0, and the others wait for them (:mod:`nemic.parallel.distributed`). Every failure to read is one :class:`CheckpointError`
 line naming the file and what is wrong. Weights written by nemic before this format (``<name>.eqx`` + a
 ``<name>.json`` holding ``kind``/``config`` or ``format: nemic.MinkowskiSurrogate/1``) still load.
 """
@@ -40,6 +41,7 @@ import numpy as np
 from nemic import __version__
 from nemic.core.errors import DataError, NemicError
 from nemic.nn.registry import module_spec, register_module, spec_of
+from nemic.parallel.distributed import is_writer, sync
 
 __all__ = ["CheckpointError", "TrainCheckpoint", "atomic_write_bytes", "fingerprint", "load_module",
            "read_header", "register_module", "save_module"]
@@ -114,6 +116,18 @@ def _compare(path: Path, saved: list, wanted: list, what: str) -> None:
 
 
 def _write(path: str | os.PathLike, header: dict[str, Any], tree: Any) -> Path:
+    """Write one nemic file. With several processes (``jax.distributed``) only process 0 writes; every process
+    waits at a barrier until the file is in place, so all of them can read it next."""
+    if not is_writer():
+        sync(f"write {Path(path).name}")
+        return Path(path)
+    try:
+        return _write_file(path, header, tree)
+    finally:
+        sync(f"write {Path(path).name}")
+
+
+def _write_file(path: str | os.PathLike, header: dict[str, Any], tree: Any) -> Path:
     buf = io.BytesIO()
     eqx.tree_serialise_leaves(buf, tree)
     payload = buf.getvalue()
