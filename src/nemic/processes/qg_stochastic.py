@@ -105,8 +105,10 @@ class StochasticCNNClosure(AbstractProcess):
         w0 = det.layers[0].conv.weight  # (O, I, k, k)
         scale = jnp.std(w0)
         w_noise = noise_weight * scale * jax.random.normal(k_w, (w0.shape[0], channels) + w0.shape[2:], w0.dtype)
-        layers = [eqx.tree_at(lambda c: c.conv.weight, det.layers[0], jnp.concatenate([w0, w_noise], axis=1))]
-        net = eqx.tree_at(lambda n: n.layers, net, tuple(layers) + tuple(det.layers[1:]))
+        for i, layer in enumerate(det.layers):
+            w = jnp.concatenate([w0, w_noise], axis=1) if i == 0 else layer.conv.weight
+            net = eqx.tree_at(lambda n, i=i: (n.layers[i].conv.weight, n.layers[i].conv.bias), net,
+                              (w, layer.conv.bias))
         return cls(net, noise, closure.in_scale, closure.out_scale, g)
 
     # the noise-state protocol
