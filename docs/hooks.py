@@ -4,15 +4,18 @@
   section with one page per public package.
 - ``on_files``: runs every script in docs/tutorials/ and docs/howto/ (docs/build_tutorials.py) and adds its Markdown page and
   figures to the site; writes the API pages (``::: nemic.<package>.<module>`` for mkdocstrings).
-- ``on_page_content``: turns the LaTeX that ``pymdownx.arithmatex`` marks into MathML (latex2mathml), which
+- ``on_page_content``: drops Sphinx roles (``:func:``) before code in docstrings, and turns the LaTeX that ``pymdownx.arithmatex`` marks into MathML (latex2mathml), which
   browsers render natively, so the site needs no JavaScript and no network for math, at build or view time.
 """
 
 from __future__ import annotations
 
 import html
+import logging
+import os
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from latex2mathml.converter import convert as latex_to_mathml
@@ -21,9 +24,14 @@ from mkdocs.structure.files import File
 sys.path.insert(0, str(Path(__file__).parent))
 import build_tutorials  # noqa: E402
 
+LOG = logging.getLogger("mkdocs.hooks.nemic")
 DOCS = Path(__file__).parent
 SRC = DOCS.parent / "src" / "nemic"
 EXECUTED = ("tutorials/", "howto/")          # folders whose .py scripts are run and become pages
+# NEMIC_DOCS_SKIP_EXECUTION=1: leave the executed pages out (a quick, non-strict preview of the prose pages only)
+SKIP_EXECUTION = os.environ.get("NEMIC_DOCS_SKIP_EXECUTION") == "1"
+# how many scripts run at once (NEMIC_DOCS_JOBS; default 2)
+JOBS = int(os.environ.get("NEMIC_DOCS_JOBS", "2"))
 API_PACKAGES = ("core", "models", "processes", "metrics", "train", "nn", "io", "data")
 # modules whose code is being written; their pages join the reference when they land (see tests/test_docstrings.py)
 API_SKIP = ("nemic.models.atmosphere", "nemic.parallel", "nemic.nn.flow", "nemic.nn.column",
@@ -63,7 +71,9 @@ def _prune(nav):
 def _exists(page: str) -> bool:
     if page.startswith(("http://", "https://", "api/")):
         return True
-    return (DOCS / page).exists() or (page.startswith(EXECUTED) and (DOCS / page).with_suffix(".py").exists())
+    if page.startswith(EXECUTED) and (DOCS / page).with_suffix(".py").exists():
+        return not SKIP_EXECUTION
+    return (DOCS / page).exists()
 
 
 def on_config(config):
@@ -85,9 +95,12 @@ def _api_page(package: str) -> str:
 def on_files(files, config):
     for package in API_PACKAGES:
         files.append(File.generated(config, f"api/{package}.md", content=_api_page(package)))
-    for script in build_tutorials.scripts():
+    scripts = [] if SKIP_EXECUTION else build_tutorials.scripts()
+    with ThreadPoolExecutor(max_workers=JOBS) as pool:       # each script runs in its own process
+        results = list(pool.map(build_tutorials.run_cached, scripts))
+    for script, (folder, outputs) in zip(scripts, results):
         sub = script.parent.name
-        folder, outputs = build_tutorials.run_cached(script)
+        LOG.info(f"{sub}/{script.name}: {sum(o['seconds'] for o in outputs):.1f} s of cells ({folder.name})")
         fig_dir = f"{script.stem}_files"
         page = build_tutorials.to_markdown(script, outputs, fig_dir)
         files.append(File.generated(config, f"{sub}/{script.stem}.md", content=page))
@@ -105,6 +118,11 @@ def _mathml(tex: str, display: str) -> str:
     return latex_to_mathml(html.unescape(tex).strip(), display=display)
 
 
+# Sphinx cross-reference roles in docstrings (":func:`~nemic.x.f`") render as their code only
+_ROLE = re.compile(r":(?:mod|func|class|meth|attr|data|obj|exc|math):(<code>)~?")
+
+
 def on_page_content(content, page, config, files):
+    content = _ROLE.sub(r"\1", content)
     content = _BLOCK.sub(lambda m: f'<div class="math">{_mathml(m.group(1), "block")}</div>', content)
     return _INLINE.sub(lambda m: _mathml(m.group(1), "inline"), content)

@@ -43,10 +43,14 @@ class LinearDamping(AbstractProcess):
 # %%
 x0 = Lorenz96State(x=jnp.linspace(1.0, 2.0, 8))
 damping = LinearDamping(0.7)
+errors = []
 for dt in (0.1, 0.05, 0.025):
     traj = rollout(damping, RK4(), x0, dt=dt, n_steps=int(round(2.0 / dt)))
-    err = float(jnp.max(jnp.abs(traj.final.x - x0.x * jnp.exp(-0.7 * 2.0))))
-    print(f"dt = {dt:5.3f}: max error at t = 2: {err:.2e}")
+    errors.append(float(jnp.max(jnp.abs(traj.final.x - x0.x * jnp.exp(-0.7 * 2.0)))))
+    print(f"dt = {dt:5.3f}: max error at t = 2: {errors[-1]:.2e}")
+order = np.log2(errors[-2] / errors[-1])
+print(f"observed order of convergence: {order:.2f}")
+assert abs(order - 4) < 0.2
 
 # %% [markdown]
 # Added to a model, it is one more term of the sum; the gradient of any function of the run reaches its rate

@@ -3,11 +3,11 @@
 #
 # nemic has one weights format (`nemic.train.checkpoint.save_module` / `load_module`): one `.eqx` file holding a
 # JSON header line (the module's registered kind, the hyperparameters that rebuild it, leaf shapes and dtypes, a
-# checksum, free metadata) followed by `equinox.tree_serialise_leaves`, plus a readable `.json` copy of the
-# header. No pickle: a file outlives JAX upgrades, and a file of another kind, a truncated file or mismatched
+# checksum, free metadata) followed by `equinox.tree_serialise_leaves`. No pickle: a file outlives JAX upgrades, and a file of another kind, a truncated file or mismatched
 # shapes are refused with one line naming the file.
 
 # %%
+import json
 import tempfile
 from pathlib import Path
 
@@ -28,7 +28,9 @@ net = LocalStencilMLP(halfwidth=2, width=16, depth=2, key=jax.random.key(0), in_
 folder = Path(tempfile.mkdtemp())
 path = save_module(folder / "closure", net, extra={"trained_on": "two-scale Lorenz-96, c = 10"})
 print("written:", sorted(p.name for p in folder.iterdir()))
-print(read_header(path))
+header = read_header(path)
+print(json.dumps({k: v for k, v in header.items() if k != "leaves"}, indent=2))
+print("leaves:", [name for name, shape, dtype in header["leaves"]])
 
 loaded = load_module(path, kind="LocalStencilMLP")
 x = jax.random.normal(jax.random.key(1), (8,))

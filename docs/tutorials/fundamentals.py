@@ -146,7 +146,7 @@ print(f"least-squares weights: w0 = {w_star[0]:.3f}, w1 = {w_star[1]:.3f}")
 grad_linear = jax.jit(jax.grad(linear_loss))
 
 
-def descend(eta, n_steps=40, w=jnp.array([-12.0, 2.0])):
+def descend(eta, n_steps=150, w=jnp.array([-12.0, 2.0])):
     path = [w]
     for _ in range(n_steps):
         w = w - eta * grad_linear(w)
@@ -154,13 +154,23 @@ def descend(eta, n_steps=40, w=jnp.array([-12.0, 2.0])):
     return jnp.stack(path)
 
 
-rates = {"too small (0.05 x critical)": 0.05 * eta_crit, "right (0.9 x critical)": 0.9 * eta_crit,
+eta_best = 2.0 / (lam.min() + lam.max())        # the fastest fixed rate for a quadratic loss
+print(f"best fixed rate 2 / (lambda_min + lambda_max) = {eta_best:.5f} = {eta_best / eta_crit:.3f} x critical")
+rates = {"too small (0.1 x critical)": 0.1 * eta_crit, "right (2 / (lambda_min + lambda_max))": eta_best,
          "too large (1.05 x critical)": 1.05 * eta_crit}
 paths = {name: descend(eta) for name, eta in rates.items()}
 for name, p in paths.items():
-    print(f"{name:>28}: loss {float(linear_loss(p[0])):9.2f} -> {float(linear_loss(p[-1])):12.2f}")
+    print(f"{name:>38}: loss {float(linear_loss(p[0])):9.2f} -> {float(linear_loss(p[-1])):12.4g}")
 assert linear_loss(paths["too large (1.05 x critical)"][-1]) > 10 * linear_loss(paths["too large (1.05 x critical)"][0])
-assert linear_loss(paths["right (0.9 x critical)"][-1]) < linear_loss(paths["too small (0.05 x critical)"][-1])
+assert linear_loss(paths["right (2 / (lambda_min + lambda_max))"][-1]) < linear_loss(paths["too small (0.1 x critical)"][-1])
+assert jnp.allclose(paths["right (2 / (lambda_min + lambda_max))"][-1], w_star, atol=1e-2)
+
+# the boundary is sharp: 1 % below 2 / lambda_max converges, 1 % above diverges
+for factor in (0.99, 1.01):
+    end = descend(factor * eta_crit, n_steps=2000)[-1]
+    print(f"eta = {factor:.2f} x 2/lambda_max: distance to the minimum after 2000 steps "
+          f"{float(jnp.linalg.norm(end - w_star)):.3g}")
+    assert (jnp.linalg.norm(end - w_star) < 1e-3) == (factor < 1)
 
 g0, g1 = np.meshgrid(np.linspace(-16, 12, 120), np.linspace(-3.5, 3.5, 120))
 L = np.asarray(jax.vmap(linear_loss)(jnp.stack([g0.ravel(), g1.ravel()], axis=1))).reshape(g0.shape)
@@ -176,9 +186,12 @@ ax.set(xlabel="$w_0$ (intercept)", ylabel="$w_1$ (slope)", xlim=(-16, 12), ylim=
 ax.legend(fontsize=8, loc="lower left")
 
 # %% [markdown]
-# The too-small rate crawls along the flat valley (the small eigenvalue), the right one zig-zags across the
-# steep direction but reaches the minimum, and the one just above \(2/\lambda_{\max}\) is thrown further out at
-# every step.
+# The too-small rate crawls: along the flat direction (the small eigenvalue) it has barely moved after 150
+# steps. The best fixed rate, \(2/(\lambda_{\min} + \lambda_{\max})\), zig-zags across the steep direction
+# and reaches the minimum; its speed is limited by the condition number \(\lambda_{\max}/\lambda_{\min}\),
+# which is why inputs are normalised before training. A rate just above \(2/\lambda_{\max}\) is thrown
+# further out at every step: the error along the steep direction is multiplied by \(|1 - \eta\lambda_{\max}| >
+# 1\).
 #
 # ## Back-propagation by hand
 #

@@ -69,9 +69,12 @@ print(f"offline loss {offline_losses[0]:.3f} -> {offline_losses[-1]:.3f}; "
       f"online loss {online_losses[0]:.4f} -> {online_losses[-1]:.4f}")
 
 # %% [markdown]
-# What the curriculum does: short windows first, where the loss is small and the gradient well behaved; the
-# loss jumps when the windows lengthen (errors have longer to grow), then falls again. Long windows from the
-# start risk exploding gradients through a chaotic model before the closure is any good.
+# What the curriculum does: short windows first, where errors have little time to grow and the gradient
+# through the solver is well behaved, then longer ones, which judge the closure by what it does to the model
+# over more steps. The loss jumps at each lengthening because errors grow along a window; within a stage it
+# barely moves here, because the online training starts from the offline network and runs only a few hundred
+# iterations. Long windows from the start risk exploding gradients through a chaotic model before the closure is
+# any good.
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3))
