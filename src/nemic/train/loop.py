@@ -7,7 +7,9 @@ surrogate) is ``fit(model, loss, sample, ...)``:
 * ``sample(key, iteration) -> batch`` draws the batch of one iteration; its key is
   ``fold_in(key, iteration)``, so a resumed run draws the same batches as an uninterrupted one (``iteration``
   arrives traced; a sampler that is an ``eqx.Module`` has its arrays passed as arguments, not baked into the
-  compiled code, e.g. :class:`~nemic.train.windows.WindowSampler`);
+  compiled code, e.g. :class:`~nemic.train.windows.WindowSampler`); a sampler with ``on_host = True`` (one that
+  reads files, e.g. :class:`~nemic.data.streaming.StreamingWindowSampler`) is called outside ``jit`` with the
+  iteration as an ``int`` and its batch is put on the device;
 * ``filter_spec`` chooses the trained leaves exactly as in ``equinox.partition`` (a callable on leaves, or a
   pytree of bools with the model's structure), so physics parameters can be frozen while network weights train;
   frozen leaves get no gradient and come back bit-for-bit unchanged;
@@ -47,7 +49,7 @@ import optax
 
 from nemic.core.errors import ConfigError, NemicError
 from nemic.io.terminal import progress_bar
-from nemic.parallel.mesh import batch_sharding, check_divides, replicate, replicated
+from nemic.parallel.mesh import batch_sharding, check_divides, replicate, replicated, shard_batch
 from nemic.train.checkpoint import CheckpointError, TrainCheckpoint
 
 __all__ = ["FitResult", "TrainingDivergedError", "default_optimizer", "fit", "train_loop"]
@@ -156,6 +158,16 @@ def _sharded_draw(mesh, batch_axes):
     return draw
 
 
+def _host_draw(mesh, batch_axes):
+    """The draw of a host sampler: called with a Python ``int`` iteration, its batch put on the device(s)."""
+
+    def draw(sample, key, iteration):
+        batch = sample(key, int(iteration))
+        return jax.device_put(batch) if mesh is None else shard_batch(batch, mesh, axes=batch_axes)
+
+    return draw
+
+
 def _check_batch(sample, key, mesh, batch_axes) -> None:
     """One-line ConfigError unless the mesh's batch axes divide the batch's leading axis (checked abstractly)."""
     shapes = eqx.filter_eval_shape(sample, key, jnp.asarray(0, jnp.int32))
@@ -250,18 +262,20 @@ def fit(
             history, aux_history, start = state["history"], state["aux_history"], state["step"]
             params, static = eqx.partition(model, filter_spec)
 
-    draw = _draw
+    on_host = bool(getattr(sample, "on_host", False))
+    draw = _host_draw(mesh, batch_axes) if on_host else _draw
     if mesh is not None:
-        _check_batch(sample, key, mesh, batch_axes)
+        if not on_host:
+            _check_batch(sample, key, mesh, batch_axes)
+            draw = _sharded_draw(mesh, batch_axes)
         params, static, opt_state, ema, sample, key = replicate((params, static, opt_state, ema, sample, key), mesh)
-        draw = _sharded_draw(mesh, batch_axes)
     step = make_step(loss, optimizer, extra_terms=extra_terms, ema_decay=ema_decay, mesh=mesh)
     last_saved = None
     with progress_bar(progress) as pb:
         task = pb.add_task(description, total=n_iters, completed=start, info="")
         for it in range(start, n_iters):
             k_it = jax.random.fold_in(key, it)
-            batch = draw(sample, k_it, jnp.asarray(it, jnp.int32))
+            batch = draw(sample, k_it, it if on_host else jnp.asarray(it, jnp.int32))
             new, new_opt, new_ema, (value, aux, gnorm, ok) = step(params, static, opt_state, ema, batch,
                                                                   jax.random.fold_in(k_it, 1))
             value, gnorm, ok = float(value), float(gnorm), bool(ok)
