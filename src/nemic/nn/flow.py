@@ -1,0 +1,184 @@
+r"""A conditional flow-matching model for stochastic precipitation downscaling.
+
+:class:`ConditionalFlow` learns the distribution of fine rain fields given their coarse block averages by
+**conditional flow matching** with the straight (rectified-flow / optimal-transport) probability path of Lipman
+et al. (2023, "Flow matching for generative modeling", ICLR, arXiv:2210.02747) and Liu, Gong & Liu (2023,
+"Flow straight and fast", ICLR, arXiv:2209.03003):
+
+.. math:: x_t = (1 - t)\,x_0 + t\,x_1,\qquad x_0 \sim \mathcal N(0, I),\qquad
+   \mathcal L = \mathbb E_{t, x_0, x_1} \big\| v_\theta(x_t, t \mid c) - (x_1 - x_0) \big\|^2 ,
+
+with :math:`t \sim U(0, 1)`. Sampling integrates :math:`dx/dt = v_\theta(x, t \mid c)` from :math:`t = 0` (noise)
+to :math:`t = 1` with a fixed-step Euler or Heun (explicit trapezoidal) scheme; each random key gives one member
+of an ensemble.
+
+**Rain space.** The model works in the transformed variable
+
+.. math:: x_1 = \big(\log(1 + R) - \log(1 + \uparrow\! C)\big) / s ,
+
+the log rain rate :math:`R` (mm/h) minus the log of the nearest-neighbour upsampled coarse field :math:`C`,
+divided by a fixed scale :math:`s` (``latent_scale``, of order the standard deviation of that residual), so that
+the data are roughly standard normal. The rain rate is recovered as
+:math:`R = \exp(\max(\log(1 + \uparrow C) + s x, 0)) - 1 \ge 0`: every sample is non-negative.
+
+**Velocity field.** A :class:`~nemic.nn.unet.SuperResolutionUNet` (``factor = 1``, no residual) on the fine
+grid whose input channels are the state :math:`x_t`, the conditioning :math:`\log(1 + \uparrow C)` and three
+constant channels :math:`t, \sin \pi t, \cos \pi t` (the flow time).
+
+:meth:`ConditionalFlow.denoised` gives the one-step estimate :math:`\hat x_1 = x_t + (1 - t) v_\theta`, on which
+a Minkowski loss can act during training (:mod:`nemic.train.downscaling_losses`).
+
+Registered as ``"ConditionalFlow"`` in :mod:`nemic.nn.registry` (save/load with
+:func:`nemic.train.checkpoint.save_module` / :func:`~nemic.train.checkpoint.load_module`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from nemic.core.errors import ConfigError, DataError
+from nemic.nn.registry import register_module
+from nemic.nn.unet import SuperResolutionUNet
+
+__all__ = ["ConditionalFlow", "log_rain", "rain_from_log"]
+
+_TIME_CHANNELS = 3
+SOLVERS = ("euler", "heun")
+
+
+def log_rain(rain: jax.Array) -> jax.Array:
+    """``log(1 + max(R, 0))`` of a rain rate in mm/h."""
+    return jnp.log1p(jnp.maximum(rain, 0.0))
+
+
+def rain_from_log(y: jax.Array) -> jax.Array:
+    """The inverse of :func:`log_rain`, clipped so that the rain rate is >= 0: ``exp(max(y, 0)) - 1``."""
+    return jnp.expm1(jnp.maximum(y, 0.0))
+
+
+def _upsample(coarse: jax.Array, factor: int) -> jax.Array:
+    return jnp.repeat(jnp.repeat(coarse, factor, axis=-2), factor, axis=-1) if factor > 1 else coarse
+
+
+@register_module("ConditionalFlow")
+class ConditionalFlow(eqx.Module):
+    """Conditional flow-matching downscaling model; see the module docstring.
+
+    Args:
+        factor: block-averaging factor between the coarse input and the fine grid (e.g. 8, 10, 16).
+        width: channels of the U-Net's first level.
+        depth: U-Net pooling levels (the fine sides must be multiples of ``2**depth``).
+        latent_scale: ``s`` of the transformed variable (log(1 + mm/h) units).
+        n_steps: default number of ODE steps for :meth:`sample`.
+        solver: ``"euler"`` or ``"heun"``.
+        key: ``jax.random`` key for the initial weights.
+
+    Shapes: coarse (h, w) -> fine (h factor, w factor) per sample; :meth:`sample_batch` takes (B, h, w).
+    """
+
+    net: SuperResolutionUNet
+    factor: int = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    latent_scale: float = eqx.field(static=True)
+    n_steps: int = eqx.field(static=True)
+    solver: str = eqx.field(static=True)
+
+    def __init__(self, factor: int = 10, width: int = 16, depth: int = 3, latent_scale: float = 0.5,
+                 n_steps: int = 8, solver: str = "euler", *, key: jax.Array):
+        for name, v, lo in (("factor", factor, 1), ("width", width, 1), ("depth", depth, 0), ("n_steps", n_steps, 1)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ConfigError(f"ConditionalFlow: {name} must be an integer >= {lo}, got {v!r}")
+        if not (isinstance(latent_scale, (int, float)) and latent_scale > 0):
+            raise ConfigError(f"ConditionalFlow: latent_scale must be a number > 0, got {latent_scale!r}")
+        if solver not in SOLVERS:
+            raise ConfigError(f"ConditionalFlow: solver must be one of {SOLVERS}, got {solver!r}")
+        self.net = SuperResolutionUNet(2 + _TIME_CHANNELS, 1, factor=1, width=width, depth=depth, residual=False,
+                                       key=key)
+        self.factor, self.width, self.depth = factor, width, depth
+        self.latent_scale, self.n_steps, self.solver = float(latent_scale), n_steps, solver
+
+    def config(self) -> dict[str, Any]:
+        """Hyperparameters that rebuild this module's skeleton (for :func:`nemic.train.checkpoint.save_module`)."""
+        return {"factor": self.factor, "width": self.width, "depth": self.depth, "latent_scale": self.latent_scale,
+                "n_steps": self.n_steps, "solver": self.solver}
+
+    # ----------------------------------------------------------------------------------- transforms
+    def condition(self, coarse: jax.Array) -> jax.Array:
+        """``log(1 + upsampled coarse)`` on the fine grid: (..., h, w) -> (..., H, W)."""
+        return log_rain(_upsample(jnp.asarray(coarse), self.factor))
+
+    def to_latent(self, fine: jax.Array, coarse: jax.Array) -> jax.Array:
+        """Fine rain (..., H, W) in mm/h -> the model's variable ``(log(1 + R) - log(1 + up C)) / s``."""
+        return (log_rain(fine) - self.condition(coarse)) / self.latent_scale
+
+    def from_latent(self, x: jax.Array, coarse: jax.Array) -> jax.Array:
+        """The model's variable -> rain rate (mm/h, >= 0)."""
+        return rain_from_log(self.condition(coarse) + self.latent_scale * x)
+
+    # ----------------------------------------------------------------------------------- velocity
+    def velocity(self, x: jax.Array, t: jax.Array, coarse: jax.Array) -> jax.Array:
+        """Velocity :math:`v_\\theta(x, t | c)` for one sample: x (H, W), scalar t, coarse (h, w) -> (H, W)."""
+        if x.ndim != 2 or coarse.ndim != 2:
+            raise DataError(f"ConditionalFlow.velocity expects x (H, W) and coarse (h, w), got {x.shape} and "
+                            f"{coarse.shape}")
+        if (coarse.shape[0] * self.factor, coarse.shape[1] * self.factor) != x.shape:
+            raise DataError(f"coarse field {coarse.shape} times factor {self.factor} does not match the fine "
+                            f"grid {x.shape}")
+        t = jnp.asarray(t, x.dtype)
+        ones = jnp.ones_like(x)
+        inp = jnp.stack([x, self.condition(coarse), t * ones, jnp.sin(jnp.pi * t) * ones,
+                         jnp.cos(jnp.pi * t) * ones])
+        return self.net(inp)[0]
+
+    def denoised(self, x_t: jax.Array, t: jax.Array, coarse: jax.Array) -> jax.Array:
+        """One-step estimate of the data point, :math:`\\hat x_1 = x_t + (1 - t) v_\\theta(x_t, t)`, (H, W)."""
+        return x_t + (1.0 - t) * self.velocity(x_t, t, coarse)
+
+    # ----------------------------------------------------------------------------------- sampling
+    def sample(self, coarse: jax.Array, key: jax.Array, n_steps: int | None = None,
+               solver: str | None = None) -> jax.Array:
+        """One fine rain field (H, W) in mm/h for one coarse field (h, w), integrating the flow from noise.
+
+        Fixed steps ``dt = 1 / n_steps``; Euler: ``x += dt v(x, t)``; Heun: the trapezoidal predictor-corrector
+        (Heun 1900; Karras et al. 2022, arXiv:2206.00364, use it for diffusion sampling), 2 evaluations a step.
+        """
+        n = self.n_steps if n_steps is None else n_steps
+        solver = self.solver if solver is None else solver
+        if not isinstance(n, int) or n < 1:
+            raise ConfigError(f"n_steps must be an integer >= 1, got {n!r}")
+        if solver not in SOLVERS:
+            raise ConfigError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        coarse = jnp.asarray(coarse)
+        shape = (coarse.shape[0] * self.factor, coarse.shape[1] * self.factor)
+        x0 = jax.random.normal(key, shape, dtype=jnp.result_type(coarse.dtype, jnp.float32))
+        dt = 1.0 / n
+
+        def step(x, i):
+            t = i * dt
+            v = self.velocity(x, t, coarse)
+            if solver == "euler":
+                return x + dt * v, None
+            x_pred = x + dt * v
+            v2 = self.velocity(x_pred, t + dt, coarse)
+            return x + 0.5 * dt * (v + v2), None
+
+        x1, _ = jax.lax.scan(step, x0, jnp.arange(n, dtype=x0.dtype))
+        return self.from_latent(x1, coarse)
+
+    def sample_batch(self, coarse: jax.Array, key: jax.Array, n_members: int = 1, n_steps: int | None = None,
+                     solver: str | None = None) -> jax.Array:
+        """Ensembles for a batch: coarse (B, h, w) -> members (n_members, B, H, W) in mm/h."""
+        coarse = jnp.asarray(coarse)
+        if coarse.ndim != 3:
+            raise DataError(f"sample_batch expects coarse fields (B, h, w), got shape {coarse.shape}")
+        if not isinstance(n_members, int) or n_members < 1:
+            raise ConfigError(f"n_members must be an integer >= 1, got {n_members!r}")
+        keys = jax.random.split(key, n_members * coarse.shape[0])
+        keys = keys.reshape((n_members, coarse.shape[0]) + keys.shape[1:])
+        one = lambda c, k: self.sample(c, k, n_steps, solver)  # noqa: E731
+        return jax.vmap(lambda ks: jax.vmap(one)(coarse, ks))(keys)
