@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nemic.cli.testing import invoke, root_app
 from nemic.core.rollout import ensemble_rollout
 from nemic.errors import ConfigError, DataError
 from nemic.experiments import qg_stochastic as qs
@@ -65,9 +66,11 @@ def test_warm_start_equals_the_deterministic_closure_and_keys_decide_the_members
 
 def test_quick_recipe_writes_scores_files_and_similarity(dirs, tmp_path):
     out = tmp_path / "out"
-    m = qs.run(qs.quick_config(), dirs / "long", dirs / "fine", out, log=lambda *_: None)
-    on_disk = json.loads((out / "metrics.json").read_text())
-    assert on_disk["checks"] == m["checks"]
+    status, errors = invoke(root_app(), ["qg", "stochastic", "--data", dirs / "long", "--forecast-data",
+                                         dirs / "fine", "--out", out, "--quick", "--float64", "--no-progress"])
+    assert status == 0, errors
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["checks"]) >= {"spread_error_within_0.7_1.3", "similarity_at_least_deterministic"}
     for name in ("deterministic_cnn", "stochastic_cnn"):
         c = m["closures"][name]
         assert c["crps"]["1"] is not None and np.isfinite(c["crps"]["1"]) and c["crps"]["1"] > 0

@@ -16,8 +16,11 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 def stochastic(
     out: Path = typer.Option(Path("runs/l96_stochastic"), "--out", help="Directory for results (replaced whole "
                              "when the run finishes)."),
-    c: List[float] = typer.Option([10.0, 4.0], "--c", help="Time-scale ratio(s) c of the truth; repeat for several."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file overriding recipe settings."),
+    c: Optional[List[float]] = typer.Option(None, "--c", help="Time-scale ratio(s) c of the truth; repeat for "
+                                            "several (default: 10 and 4, or the --config preset's)."),
+    config: Optional[str] = typer.Option(None, "--config", help="A named truth configuration (wilks: K=8, J=32, "
+                                         "h=1, b=10, F=20, c=10 and 4; terrax: J=4, F=18, c=5, b=3) or a TOML/JSON "
+                                         "file overriding recipe settings."),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes (about a minute): a smoke test, not science."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the config)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -31,11 +34,17 @@ def stochastic(
     from rich.table import Table
 
     from nemic.experiments.config import load_config
-    from nemic.experiments.l96_stochastic import L96StochasticConfig, quick_config, run_all
+    from nemic.experiments.l96_stochastic import PRESETS, L96StochasticConfig, preset, quick_config, run_all
 
     console = Console()
     t0 = time.perf_counter()
-    overrides = {"seed": seed} if seed is not None else None
+    overrides = {"seed": seed} if seed is not None else {}
+    c_values = (10.0, 4.0)
+    if config is not None and config in PRESETS and not Path(config).exists():
+        truth, c_values = preset(config)
+        overrides = {**truth, **overrides}
+        config = None
+    c_values = tuple(c) if c else c_values
     cfg = load_config(L96StochasticConfig, config, overrides)
     if quick:
         q = quick_config()
@@ -44,7 +53,7 @@ def stochastic(
         changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
                    if getattr(cfg, f.name) != getattr(defaults, f.name)}
         cfg = dataclasses.replace(q, **changed)
-    metrics = run_all(cfg, out, tuple(c), progress=progress, log=lambda m: console.print(f"[bold cyan]{m}"))
+    metrics = run_all(cfg, out, c_values, progress=progress, log=lambda m: console.print(f"[bold cyan]{m}"))
     for cv, m in metrics["by_c"].items():
         table = Table(title=f"Lorenz-96 stochastic closures, c = {cv}")
         for col in ("closure", "CRPS@0.2", "CRPS@1", "CRPS@2", "spread/err@0.2", "spread/err@1", "spread/err@2",

@@ -254,3 +254,47 @@ def table(
     from nemic.experiments.qg_evaluation import similarity_table
 
     typer.echo(similarity_table(evals))
+
+
+@app.command()
+def stochastic(
+    data: Path = typer.Option(..., help="long `nemic qg generate` directory (snapshots days apart): offline "
+                                        "training and the high-resolution climate of the similarity score"),
+    forecast_data: Path = typer.Option(..., help="short `nemic qg generate` directory of the same configuration, "
+                                                 "snapshots hours apart: CRPS training (first part) and forecasts"),
+    out: Path = typer.Option(Path("runs/qg_stochastic"), help="output directory (replaced whole at the end)"),
+    init: Path = typer.Option(None, help="a saved deterministic CNN closure (`nemic qg train`) instead of the "
+                                         "recipe's offline training"),
+    config: Path = typer.Option(None, help="TOML/JSON file overriding recipe settings"),
+    quick: bool = typer.Option(False, "--quick", help="tiny sizes: a smoke test, not science"),
+    seed: int = typer.Option(None, help="random seed (overrides the config)"),
+    float64: bool = typer.Option(False, help="compute in float64"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+) -> None:
+    """A stochastic CNN closure trained by the CRPS through rollouts: ensemble forecasts (CRPS, spread/error at
+    1-5 days) and the similarity of its free runs beside the deterministic offline CNN's (metrics.json,
+    scores.nc, forecast_stochastic_cnn.nc, PNGs, closures/)."""
+    _x64(float64)
+    import dataclasses
+    import time as _time
+
+    from nemic.experiments import qg_stochastic as qs
+    from nemic.experiments.config import load_config
+
+    t0 = _time.perf_counter()
+    cfg = load_config(qs.QGStochasticConfig, config, {"seed": seed} if seed is not None else None)
+    if quick:
+        defaults = qs.QGStochasticConfig()
+        changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                   if getattr(cfg, f.name) != getattr(defaults, f.name)}
+        cfg = qs.quick_config(**changed)
+    m = qs.run(cfg, data, forecast_data, out, init=init, progress=progress, log=typer.echo)
+    for name, c in m["closures"].items():
+        crps = "  ".join(f"{d}d {v:.3f}" for d, v in c["crps"].items() if v is not None)
+        ratio = "" if not c.get("spread_error") else "  spread/error " + " ".join(
+            f"{v:.2f}" for v in c["spread_error"].values() if v is not None)
+        sim = c["similarity"]["mean"]
+        typer.echo(f"{name:>18}: CRPS {crps}{ratio}  similarity "
+                   f"{'blew up' if sim is None else f'{sim:+.3f}'}")
+    typer.echo(f"checks: {m['checks']}")
+    typer.echo(f"wall time {_time.perf_counter() - t0:.1f} s; results in {out}")

@@ -27,18 +27,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nemic.core.errors import ConfigError, check_int_at_least, check_positive
 from nemic.core.random import AR1Noise
-from nemic.core.rollout import ensemble_rollout
+from nemic.core.rollout import ensemble_simulate
 from nemic.core.steppers import RK4
 from nemic.experiments.config import staged_run
 from nemic.experiments.l96_closure import truth_run
 from nemic.io.files import write_json
+from nemic.io.terminal import progress as progress_reporter
 from nemic.metrics.climate import hellinger_distance
 from nemic.metrics.probabilistic import crps_ensemble, rank_histogram, spread_error_by_lead
 from nemic.models.lorenz96 import Lorenz96, Lorenz96State, TwoScaleLorenz96
@@ -124,6 +124,23 @@ class L96StochasticConfig:
         return max((self.n_ics - 1) * self.ic_spacing + self.max_lead, self.climate_time)
 
 
+#: named truth configurations: ``terrax`` is the demo configuration of Google's terrax stochastic Lorenz-96
+#: parameterization (K=8, J=4, h=1, b=3, c=5, F=18); its ``c`` values replace the default (10, 4)
+PRESETS: dict[str, dict[str, Any]] = {
+    "wilks": {"K": 8, "J": 32, "h": 1.0, "b": 10.0, "F": 20.0, "c_values": (10.0, 4.0)},
+    "terrax": {"K": 8, "J": 4, "h": 1.0, "b": 3.0, "F": 18.0, "c_values": (5.0,)},
+}
+
+
+def preset(name: str) -> tuple[dict[str, Any], tuple[float, ...]]:
+    """``(config overrides, c values)`` of a named truth configuration (:data:`PRESETS`); one-line ConfigError for
+    an unknown name."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown configuration {name!r}; choose one of {sorted(PRESETS)} or give a TOML/JSON file")
+    p = dict(PRESETS[name])
+    return p, tuple(p.pop("c_values"))
+
+
 def quick_config(**overrides: Any) -> L96StochasticConfig:
     """Tiny sizes that run the whole recipe in about a minute (for tests and a first look)."""
     base = dict(spinup_time=1.0, train_time=6.0, n_ics=8, ic_spacing=0.5, n_members=6, climate_time=2.0,
@@ -206,31 +223,35 @@ def train(cfg: L96StochasticConfig, x_train: np.ndarray, u_train: np.ndarray, ke
 
 # ------------------------------------------------------------------------------------------------ evaluation
 def ensemble_forecasts(model: Any, x0: np.ndarray, cfg: L96StochasticConfig, key: jax.Array,
-                       n_steps: int, save_every: int, n_members: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       n_steps: int, save_every: int, n_members: int | None = None, *, progress: bool = False,
+                       label: str = "ensemble") -> tuple[np.ndarray, np.ndarray]:
     """``n_members`` members from each initial state in ``x0`` (N, K), perturbed by ``ic_perturbation``.
 
-    Returns (members (N, M, L, K), blow-up flags (N, M)). One compiled ``ensemble_rollout`` over all N*M members.
+    Returns (members (N, M, L, K), blow-up flags (N, M)). One compiled, vectorised call over all N*M members per
+    progress segment (:func:`~nemic.core.rollout.ensemble_simulate`; the same numbers as one ``ensemble_rollout``).
     """
     n, m = x0.shape[0], cfg.n_members if n_members is None else n_members
     k_pert, k_run = jax.random.split(key)
     pert = cfg.ic_perturbation * jax.random.normal(k_pert, (n, m, cfg.K))
     states0 = Lorenz96State(x=(jnp.asarray(x0)[:, None, :] + pert).reshape(n * m, cfg.K))
     keys = jax.random.split(k_run, n * m) if model.stochastic else None
-    run = eqx.filter_jit(lambda p, s, k: ensemble_rollout(p, RK4(), s, keys=k, dt=cfg.coarse_dt, n_steps=n_steps,
-                                                          save_every=save_every))
-    traj = run(model, states0, keys)
+    with progress_reporter(label, enabled=progress) as report:
+        traj = ensemble_simulate(model, RK4(), states0, keys=keys, dt=cfg.coarse_dt, n_steps=n_steps,
+                                 save_every=save_every, progress=report)
     x = np.asarray(traj.states.x).reshape(n, m, -1, cfg.K)
     return x, np.asarray(traj.blowup_step).reshape(n, m) >= 0
 
 
-def evaluate(model: Any, cfg: L96StochasticConfig, x_test: np.ndarray, key: jax.Array) -> dict[str, Any]:
+def evaluate(model: Any, cfg: L96StochasticConfig, x_test: np.ndarray, key: jax.Array, *, progress: bool = False,
+             name: str = "") -> dict[str, Any]:
     """Scores against lead time over ``n_ics`` initial conditions, and the climate of a free ensemble run."""
     k_fc, k_clim = jax.random.split(key)
     spacing = cfg.steps(cfg.ic_spacing, cfg.coarse_dt)
     n_lead = cfg.steps(cfg.max_lead, cfg.coarse_dt)
     n_lead -= n_lead % cfg.lead_save_every
     starts = np.arange(cfg.n_ics) * spacing
-    ens, blown = ensemble_forecasts(model, x_test[starts], cfg, k_fc, n_lead, cfg.lead_save_every)
+    ens, blown = ensemble_forecasts(model, x_test[starts], cfg, k_fc, n_lead, cfg.lead_save_every,
+                                    progress=progress, label=f"{name} forecasts".strip())
     idx = starts[:, None] + np.arange(0, n_lead + 1, cfg.lead_save_every)[None, :]
     truth = x_test[idx]  # (N, L, K)
     leads = np.arange(0, n_lead + 1, cfg.lead_save_every) * cfg.coarse_dt
@@ -247,7 +268,8 @@ def evaluate(model: Any, cfg: L96StochasticConfig, x_test: np.ndarray, key: jax.
     # climate: an n_members-member free run from independent states of the test period
     n_clim = cfg.steps(cfg.climate_time, cfg.coarse_dt)
     clim_starts = np.linspace(0, x_test.shape[0] - 1, cfg.n_members).astype(int)
-    free, free_blown = ensemble_forecasts(model, x_test[clim_starts], cfg, k_clim, n_clim, 1, n_members=1)
+    free, free_blown = ensemble_forecasts(model, x_test[clim_starts], cfg, k_clim, n_clim, 1, n_members=1,
+                                          progress=progress, label=f"{name} free run".strip())
     free = free[:, 0]  # (n_members, T, K)
     spin = min(free.shape[1] - 1, cfg.steps(1.0, cfg.coarse_dt))  # drop the first time unit (memory of the start)
     return {"lead_times": leads, "crps": crps, "rmse": se["rmse"], "spread": se["spread"], "ratio": se["ratio"],
@@ -320,8 +342,8 @@ def run(cfg: L96StochasticConfig, out: Path, *, progress: bool = False, log=prin
     t0 = time.perf_counter()
     log(f"[c={cfg.c:g}] {cfg.n_members}-member ensembles from {cfg.n_ics} initial conditions")
     models = build_models(cfg, fitted)
-    results = {name: evaluate(models[name], cfg, x_test, jax.random.fold_in(k_eval, i))
-               for i, name in enumerate(CLOSURES)}
+    results = {name: evaluate(models[name], cfg, x_test, jax.random.fold_in(k_eval, i), progress=progress,
+                              name=name) for i, name in enumerate(CLOSURES)}
     timings["evaluation"] = time.perf_counter() - t0
 
     metrics = summarise(results, cfg)

@@ -84,6 +84,7 @@ class QGStochasticConfig:
     crps_curriculum: tuple = ((2, 30), (4, 30))  # (forecast-data snapshots per window, Adam steps)
     crps_batch: int = 2
     crps_lr: float = 1e-3
+    noise_lr: float = 3e-2  # Adam on the random field's log amplitude, length and time
     train_fraction: float = 0.5
     n_forecasts: int = 10
     n_members: int = 8
@@ -99,7 +100,7 @@ class QGStochasticConfig:
             check_int_at_least(name, getattr(self, name), 1)
         check_int_at_least("crps_members", self.crps_members, 2)
         check_int_at_least("n_members", self.n_members, 2)
-        for name in ("offline_lr", "noise_sigma", "noise_length", "noise_tau_days", "crps_lr", "max_lead_days",
+        for name in ("offline_lr", "noise_sigma", "noise_length", "noise_tau_days", "crps_lr", "noise_lr", "max_lead_days",
                      "free_days", "free_save_days"):
             check_positive(name, getattr(self, name))
         check_positive("noise_weight", self.noise_weight, allow_zero=True)
@@ -170,6 +171,17 @@ def closure_filter(closure: StochasticCNNClosure):
                        replace=(True, True, True))
 
 
+def crps_optimizer(cfg: QGStochasticConfig, closure: StochasticCNNClosure):
+    """Adam with learning rate ``crps_lr`` for the network and ``noise_lr`` for the random field's logarithmic
+    parameters (a few tens of steps must be able to move them by a factor of a few)."""
+    def labels(params):
+        lab = jax.tree_util.tree_map(lambda _: "net", params)
+        return eqx.tree_at(lambda c: (c.noise.log_sigma, c.noise.log_length, c.noise.log_tau), lab,
+                           replace=("noise", "noise", "noise"))
+
+    return optax.multi_transform({"net": optax.adam(cfg.crps_lr), "noise": optax.adam(cfg.noise_lr)}, labels)
+
+
 def normalised_crps(scale):
     """The ensemble score for :func:`fit_ensemble`: fair CRPS of the physical PV of QG states (members first),
     normalised per layer by ``scale`` (2,), averaged over everything."""
@@ -212,7 +224,7 @@ def train(cfg: QGStochasticConfig, inp: dict[str, Any], key: jax.Array, *, init=
                        dt=inp["dt"], key=k_crps, n_members=cfg.crps_members,
                        score=normalised_crps(layer_scale(q_train)), save_every=inp["every"],
                        curriculum=cfg.crps_curriculum, batch_size=cfg.crps_batch,
-                       optimizer=optax.adam(cfg.crps_lr), filter_spec=closure_filter(st), checkpoint_grad=True,
+                       optimizer=crps_optimizer(cfg, st), filter_spec=closure_filter(st), checkpoint_grad=True,
                        reference_times=t_train - t_train[0], progress=progress)
     st = res.model
     h = [float(x) for x in res.history]
