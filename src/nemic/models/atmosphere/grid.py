@@ -137,12 +137,12 @@ class AtmosphereGrid:
     @property
     def sigma(self) -> np.ndarray:
         """Sigma (p / p_s) at the level centres, top to bottom, shape (layers,)."""
-        return np.asarray(self.coords.vertical.centers)
+        return np.asarray(self.coords.vertical.centers, dtype=np.float64)
 
     @property
     def layer_thickness(self) -> np.ndarray:
         """Sigma thickness of each level (sums to 1), shape (layers,)."""
-        return np.asarray(self.coords.vertical.layer_thickness)
+        return np.asarray(self.coords.vertical.layer_thickness, dtype=np.float64)
 
     @property
     def area_weights(self) -> np.ndarray:
