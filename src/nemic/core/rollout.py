@@ -388,6 +388,17 @@ def _default_stepper(process):
     raise ConfigError(f"{type(process).__name__} has no default stepper: pass one")
 
 
+@eqx.filter_jit
+def _segment(process, stepper, state, carry, t, n, dt, save_every, key, observe):
+    """One segment of :func:`simulate`, compiled once per model and settings (not once per call)."""
+    return rollout(process, stepper, state, dt=dt, n_steps=n * save_every, t0=t, save_every=save_every, key=key,
+                   observe=observe, carry=carry, return_carry=True)
+
+
+def _device_time(t: float) -> jax.Array:
+    return jax.device_put(np.asarray(t, jax.dtypes.canonicalize_dtype(float)))
+
+
 def simulate(
     process: AbstractProcess,
     stepper: AbstractStepper | None,
@@ -435,10 +446,8 @@ def simulate(
     segments = max(1, min(segments, max(n_saves, 1)))
     per = [n_saves // segments + (1 if s < n_saves % segments else 0) for s in range(segments)]
 
-    run = eqx.filter_jit(
-        lambda p, s, c, t, n: rollout(p, stepper, s, dt=dt, n_steps=n * save_every, t0=t, save_every=save_every,
-                                      key=key, observe=observe, carry=c, return_carry=True),
-    )
+    # strong types (a weak-typed state would compile the first segment twice); the carry stays on the device
+    state0 = jax.tree_util.tree_map(lambda x: x.astype(x.dtype) if isinstance(x, jax.Array) else x, state0)
     obs0 = state0 if observe is None else observe(state0, t0)
     pieces_t = [np.asarray([t0], dtype=float)]
     pieces_s = [jax.tree_util.tree_map(lambda x: np.asarray(x)[None], obs0)]
@@ -448,12 +457,14 @@ def simulate(
         if n == 0:
             continue
         t_seg = t0 + done * dt
-        traj, carry_new = run(process, state, carry, jnp.asarray(t_seg, float), n)
-        bad = int(traj.blowup_step)  # steps completed in this segment before the bad block
+        traj, carry_new = _segment(process, stepper, state, carry, _device_time(t_seg), n, dt, save_every, key,
+                                   observe)
+        t_h, s_h, bad = jax.device_get((traj.t, traj.states, traj.blowup_step))  # the saves: the only transfer
+        bad = int(bad)  # steps completed in this segment before the bad block
         if bad >= 0:
             k_good = bad // save_every  # saves in this segment that are finite
-            pieces_t.append(np.asarray(traj.t[1:k_good + 1]))
-            pieces_s.append(jax.tree_util.tree_map(lambda x: np.asarray(x[1:k_good + 1]), traj.states))
+            pieces_t.append(t_h[1:k_good + 1])
+            pieces_s.append(jax.tree_util.tree_map(lambda x: x[1:k_good + 1], s_h))
             # replay from the last finite save: its state and carry are re-created by running the segment start
             # up to that save (cheap: one segment)
             last, carry_last = state, carry
@@ -469,8 +480,8 @@ def simulate(
             if on_blowup == "raise":
                 raise BlowUpError(step, time, var, out)
             return out
-        pieces_t.append(np.asarray(traj.t[1:]))
-        pieces_s.append(jax.tree_util.tree_map(lambda x: np.asarray(x[1:]), traj.states))
+        pieces_t.append(t_h[1:])
+        pieces_s.append(jax.tree_util.tree_map(lambda x: x[1:], s_h))
         carry, done, state = carry_new, done + n * save_every, carry_new.state
         if progress is not None:
             progress(done, n_steps)
