@@ -146,7 +146,7 @@ print(f"least-squares weights: w0 = {w_star[0]:.3f}, w1 = {w_star[1]:.3f}")
 grad_linear = jax.jit(jax.grad(linear_loss))
 
 
-def descend(eta, n_steps=150, w=jnp.array([-12.0, 2.0])):
+def descend(eta, n_steps=300, w=jnp.array([-12.0, 2.0])):
     path = [w]
     for _ in range(n_steps):
         w = w - eta * grad_linear(w)
@@ -186,8 +186,8 @@ ax.set(xlabel="$w_0$ (intercept)", ylabel="$w_1$ (slope)", xlim=(-16, 12), ylim=
 ax.legend(fontsize=8, loc="lower left")
 
 # %% [markdown]
-# The too-small rate crawls: along the flat direction (the small eigenvalue) it has barely moved after 150
-# steps. The best fixed rate, \(2/(\lambda_{\min} + \lambda_{\max})\), zig-zags across the steep direction
+# The too-small rate crawls: along the flat direction (the small eigenvalue) it is still far from the minimum
+# after 300 steps. The best fixed rate, \(2/(\lambda_{\min} + \lambda_{\max})\), zig-zags across the steep direction
 # and reaches the minimum; its speed is limited by the condition number \(\lambda_{\max}/\lambda_{\min}\),
 # which is why inputs are normalised before training. A rate just above \(2/\lambda_{\max}\) is thrown
 # further out at every step: the error along the steep direction is multiplied by \(|1 - \eta\lambda_{\max}| >

@@ -50,7 +50,7 @@ for t, qi in zip(traj.t[::2], traj.states.q[::2]):
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
 for i, ax in enumerate(axes):
     im = ax.imshow(np.asarray(traj.final.q[i]), origin="lower", cmap="RdBu_r")
-    ax.set(title=f"PV, layer {i + 1}, day {float(traj.t[-1]) / 86400:.0f}", xticks=[], yticks=[])
+    ax.set(title=f"PV (s$^{{-1}}$), layer {i + 1}, day {float(traj.t[-1]) / 86400:.0f}", xticks=[], yticks=[])
     fig.colorbar(im, ax=ax, shrink=0.8)
 
 # %% [markdown]
