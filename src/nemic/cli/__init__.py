@@ -60,6 +60,7 @@ SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("ebm", "ebm", "Energy balance model: equilibrium, CO2, hysteresis, calibration"),
     ("nudging", "nudging", "Nudged runs and corrections learned from nudging tendencies"),
     ("l96", "l96", "Lorenz-96 recipes: stochastic closures and ensembles"),
+    ("atmos", "atmos", "Global atmosphere: dinosaur's primitive equations, Held-Suarez, column physics"),
     ("downscale", "downscale", "Precipitation downscaling of OPERA radar rain (U-Nets, flow matching)"),
 ]
 

@@ -1,0 +1,123 @@
+"""``nemic atmos``: the global atmosphere (dinosaur's primitive equations on sigma levels).
+
+``nemic atmos run`` integrates the bare dynamical core or the Held-Suarez test case and writes a CF netCDF file
+(time, level, lat, lon), ``metrics.json`` (global means, dry-mass drift, wall time) and PNGs (zonal means, a
+global-mean time series). Files replace ``--out`` whole at the end (a failed run changes nothing).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                  help="Global atmosphere: dinosaur's primitive equations, Held-Suarez, column physics.")
+
+FORCINGS = ("held-suarez", "none")
+
+
+def _check(days: float, dt: float, save_hours: float, forcing: str) -> None:
+    import math
+
+    from nemic.errors import ConfigError
+
+    for name, v in (("days", days), ("dt", dt), ("save-hours", save_hours)):
+        if not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"--{name} must be a positive number, got {v!r}")
+    if forcing not in FORCINGS:
+        raise ConfigError(f"--forcing must be one of {', '.join(FORCINGS)}, got {forcing!r}")
+    if (save_hours * 3600) % dt:
+        raise ConfigError(f"--save-hours ({save_hours}) must be a whole number of time steps of --dt ({dt} s)")
+
+
+def _plots(ds, out: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from nemic.io.output import save_figure
+
+    half = ds.isel(time=slice(len(ds.time) // 2, None)).mean(["time", "lon"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, name, cmap in ((axes[0], "eastward_wind", "RdBu_r"), (axes[1], "air_temperature", "inferno")):
+        da = half[name]
+        lim = float(np.abs(da).max()) or 1.0
+        levels = np.linspace(-lim, lim, 17) if name == "eastward_wind" else 16
+        cs = ax.contourf(ds.lat, ds.level, da, levels=levels, cmap=cmap)
+        fig.colorbar(cs, ax=ax, label=f"{name} [{ds[name].attrs['units']}]")
+        ax.set_xlabel("latitude [deg]")
+        ax.set_title(f"zonal mean {name.replace('_', ' ')} (second half)")
+    axes[0].set_ylabel("sigma")
+    axes[0].invert_yaxis()
+    save_figure(fig, out / "zonal_mean.png")
+    fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    days = ds.time / 86400.0
+    axes[0].plot(days, ds["global_mean_air_temperature"])
+    axes[0].set_ylabel("global mean T [K]")
+    axes[1].plot(days, ds["global_mean_dry_surface_pressure"] - float(ds["global_mean_dry_surface_pressure"][0]))
+    axes[1].set_ylabel("dry surface pressure\nchange [Pa]")
+    axes[1].set_xlabel("days")
+    save_figure(fig, out / "global_mean.png")
+
+
+@app.command()
+def run(
+    out: Path = typer.Option(..., help="output directory"),
+    days: float = typer.Option(30.0, help="length of the run, days"),
+    forcing: str = typer.Option("held-suarez", help="held-suarez or none (the bare dynamical core)"),
+    truncation: int = typer.Option(21, help="spectral truncation: 21, 31, 42 or 85"),
+    layers: int = typer.Option(8, help="number of sigma levels"),
+    dt: float = typer.Option(1200.0, help="time step, s"),
+    save_hours: float = typer.Option(24.0, help="save every this many hours"),
+    seed: int = typer.Option(0, help="seed of the initial surface-pressure perturbation"),
+    fix_dry_mass: bool = typer.Option(True, help="hold the global dry mass fixed"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Run the atmosphere from an isothermal state at rest with a surface-pressure bump: atmosphere.nc (CF),
+    metrics.json, zonal_mean.png, global_mean.png."""
+    _check(days, dt, save_hours, forcing)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    from nemic.core import simulate
+    from nemic.experiments.config import staged_run
+    from nemic.io.output import to_xarray, write_json, write_netcdf
+    from nemic.io.terminal import progress
+    from nemic.models.atmosphere import HeldSuarez, PrimitiveEquations
+
+    model = PrimitiveEquations(truncation, layers, dt=dt, fix_dry_mass=fix_dry_mass)
+    g = model.grid
+    process = model + HeldSuarez(g) if forcing == "held-suarez" else model
+    save_every = int(round(save_hours * 3600 / dt))
+    n_steps = max(save_every, int(round(days * 86400 / dt / save_every)) * save_every)
+    state = model.initial_state(jax.random.key(seed), perturbation=5e3)
+    settings = {"days": days, "forcing": forcing, "truncation": truncation, "layers": layers, "dt": dt,
+                "save_hours": save_hours, "seed": seed, "fix_dry_mass": fix_dry_mass}
+    t0 = time.perf_counter()
+    with staged_run(out, "atmos run", settings) as stage:
+        with progress(f"atmosphere {g} {forcing}", enabled=not quiet) as bar:
+            traj = simulate(process, None, state, dt=dt, n_steps=n_steps, save_every=save_every,
+                            observe=model.observe, progress=bar)
+        wall = time.perf_counter() - t0
+        ds = to_xarray(traj, coords=model.coords(), attrs={**model.to_attrs(), "forcing": forcing})
+        w = g.area_weights
+        t_mean = np.einsum("tkij,ij->t", ds["air_temperature"].values, w) / g.layers
+        q_col = np.einsum("k,tkij->tij", g.layer_thickness, ds["specific_humidity"].values)
+        p_dry = np.einsum("tij,ij->t", ds["surface_air_pressure"].values * (1 - q_col), w)
+        ds["global_mean_air_temperature"] = ("time", t_mean, {"units": "K", "long_name":
+                                                               "global, level-mean air temperature"})
+        ds["global_mean_dry_surface_pressure"] = ("time", p_dry, {"units": "Pa", "long_name":
+                                                                   "global mean dry-air surface pressure"})
+        write_netcdf(ds, stage / "atmosphere.nc")
+        u_zm = ds["eastward_wind"].isel(time=-1).mean("lon")
+        metrics = {"grid": str(g), "forcing": forcing, "days": n_steps * dt / 86400, "steps": n_steps,
+                   "wall_s": wall, "s_per_simulated_day": wall / (n_steps * dt / 86400),
+                   "final_global_mean_air_temperature_K": float(t_mean[-1]),
+                   "final_max_zonal_mean_eastward_wind_m_s": float(u_zm.max()),
+                   "relative_dry_mass_drift": float(np.max(np.abs(p_dry - p_dry[0])) / p_dry[0])}
+        write_json(metrics, stage / "metrics.json")
+        _plots(ds, stage)
+    typer.echo(f"{metrics['days']:.1f} days of {g} ({forcing}) in {wall:.0f} s; wrote {out}")
