@@ -1,0 +1,92 @@
+"""The downscaling recipe: its scores on perfect and known-bad predictions, the must-show checks, settings
+checks, and (slow) the whole ``nemic downscale train --quick`` / ``evaluate`` / ``sample`` path on the shipped
+OPERA sample, and the shipped weights."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nemic.core.errors import ConfigError
+from nemic.experiments.downscaling import DownscalingConfig, evenly, latent_scale_of
+from nemic.experiments.downscaling_eval import checks, score
+
+THR = (0.1, 1.0, 5.0)
+
+
+def fields(n=3, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    f = rng.gamma(0.4, 6.0, (n, size, size))
+    return np.where(f < 0.1, 0.0, f)
+
+
+def test_scores_of_a_perfect_forecast_and_ensemble():
+    truth = fields()
+    s = score({"perfect": truth, "ens": np.stack([truth, truth])}, truth, THR)
+    for name in ("perfect", "ens"):
+        assert s[name]["mae"] == 0.0 and s[name]["rapsd_error"] == 0.0 and s[name]["minkowski_distance"] == 0.0
+        assert s[name]["fss_5mm_9px"] == 1.0 and s[name]["csi_1mm"] == 1.0
+    assert s["ens"]["crps"] == 0.0
+    # an ensemble of two fields: CRPS at each pixel = (|a - y| + |b - y|)/2 - |a - b|/4 (energy form, by hand)
+    a, b = fields(seed=1), fields(seed=2)
+    got = score({"ens": np.stack([a, b])}, truth, THR)["ens"]
+    want = np.mean((np.abs(a - truth) + np.abs(b - truth)) / 2 - np.abs(a - b) / 4)
+    np.testing.assert_allclose(got["crps"], want, rtol=1e-5)
+    np.testing.assert_allclose(got["mae"], np.mean(np.abs((a + b) / 2 - truth)), rtol=1e-5)
+
+
+def test_must_show_checks():
+    base = {"mae": 1.0, "fss_5mm_9px": 0.3, "rapsd_error": 0.5, "minkowski_distance": 0.4}
+    better = {"mae": 1.04, "fss_5mm_9px": 0.4, "rapsd_error": 0.3, "minkowski_distance": 0.2}
+    gen = {"mae": 1.2, "fss_5mm_9px": 0.2, "rapsd_error": 0.1, "minkowski_distance": 0.1, "crps": 0.9,
+           "spread_error": 1.4}
+    c = checks({"mse": base, "mse_minkowski_relaxed": better, "generative": gen})
+    assert c["mse_minkowski_relaxed"]["mae_within_5pct"] and c["mse_minkowski_relaxed"]["beats_mse_fss_5mm_9px"]
+    assert c["generative"]["beats_deterministic_rapsd_error"]
+    assert c["generative"]["crps_below_deterministic_mae"]
+    assert not c["generative"]["spread_error_in_0.7_1.3"]
+
+
+def test_settings():
+    assert DownscalingConfig().patch_size == 120 and DownscalingConfig(factor=16).patch_size == 128
+    for bad in ({"factor": 12}, {"factor": 10, "patch": 128}, {"models": ("mse", "gan")}, {"members": 1},
+                {"thresholds": (1.0, 0.5)}, {"solver": "rk4"}):
+        with pytest.raises(ConfigError):
+            DownscalingConfig(**bad)
+    assert list(evenly(10, 3)) == [0, 4, 9] and list(evenly(2, 5)) == [0, 1]
+    # latent scale: std of log(1 + R) - log(1 + block mean), here a field constant on its blocks gives the floor
+    block = np.repeat(np.repeat(fields(1, 4), 8, -2), 8, -1)
+    assert latent_scale_of(block, 8) == 0.001
+
+
+def test_quick_cli_train_evaluate_sample(tmp_path):
+    from nemic.cli.testing import invoke, root_app
+
+    app = root_app()
+    out = tmp_path / "run"
+    code, lines = invoke(app, ["downscale", "train", "--quick", "--no-progress", "--out", out])
+    assert code == 0, lines
+    m = json.loads((out / "metrics.json").read_text())
+    for name in ("mse", "mse_minkowski_relaxed", "mse_minkowski_surrogate", "generative", "generative_minkowski"):
+        assert {"fss_5mm_9px", "rapsd_error", "minkowski_distance", "mae"} <= set(m["models"][name])
+    assert {"crps", "spread_error"} <= set(m["models"]["generative"])
+    for f in ("predictions.nc", "cases.png", "rapsd.png", "fss_scales.png", "minkowski_curves.png", "training.png",
+              "weights/mse.eqx", "weights/generative.eqx", "weights/training_report.json"):
+        assert (out / f).is_file(), f
+    ev = tmp_path / "eval"
+    code, lines = invoke(app, ["downscale", "evaluate", "--weights", out / "weights", "--out", ev, "--no-progress"])
+    assert code == 0, lines
+    assert set(json.loads((ev / "metrics.json").read_text())["models"]) >= {"mse", "generative"}
+    code, lines = invoke(app, ["downscale", "sample", "--weights", out / "weights", "--out", tmp_path / "s",
+                               "--members", "2"])
+    assert code == 0, lines
+    assert (tmp_path / "s" / "sample.nc").is_file() and (tmp_path / "s" / "sample.png").is_file()
+
+
+def test_shipped_weights_evaluate_out_of_the_box(tmp_path):
+    from nemic.cli.testing import invoke, root_app
+    code, lines = invoke(root_app(), ["downscale", "evaluate", "--out", tmp_path / "e", "--no-progress",
+                                      "--members", "2", "--max-patches", "2"])
+    assert code == 0, lines
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert any("minkowski" in k for k in m["models"]) and any("generative" in k for k in m["models"])
