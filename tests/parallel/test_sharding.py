@@ -39,10 +39,10 @@ def test_sharded_ensemble_equals_unsharded(eight_devices):
 
 def test_output_shardings_follow_the_mesh(eight_devices):
     r = eight_devices
-    assert r["rollout_spec"] == "P('ensemble', None, None)"
+    assert r["rollout_spec"] == ["ensemble", None, None]  # (member, time, k)
     assert r["rollout_shards"] == 8 and r["rollout_shard_shape"] == [2, 11, 40]  # 16 members / 8 devices
     assert r["t_replicated"]
-    assert r["space_spec"] == "P('ensemble', None, 'space')"
+    assert r["space_spec"] == ["ensemble", None, "space"]
     assert r["param_replicated"]
 
 

@@ -1,7 +1,7 @@
 """Ensembles sharded over the ``ensemble`` axis of a device mesh.
 
 :func:`sharded_ensemble_rollout` is :func:`nemic.core.rollout.ensemble_rollout` (the same function, not a copy)
-compiled once with ``jax.jit`` whose inputs and outputs carry ``NamedSharding``\\ s: the members are split over
+compiled once with ``jit`` (``equinox.filter_jit``), whose inputs and outputs carry ``NamedSharding``\\ s: the members are split over
 the mesh's ``ensemble`` axis, the model's parameters are replicated, and XLA's partitioner runs each device's
 members with no communication (members are independent). On one device it is the plain ensemble.
 """
@@ -50,6 +50,9 @@ def sharded_ensemble_rollout(
 ) -> Trajectory:
     """:func:`~nemic.core.rollout.ensemble_rollout` with members split over ``axes`` of ``mesh``.
 
+    The model's arrays are replicated on the mesh, the initial states (or the keys of members that share one
+    state) split along the member axis, and the compiled call is cached by model structure and settings.
+
     Args:
         process, stepper, states0, keys, **kwargs: as :func:`~nemic.core.rollout.ensemble_rollout`
             (``dt``, ``n_steps``, ``save_every``, ``observe``, ``batch_size``...).
@@ -72,23 +75,22 @@ def sharded_ensemble_rollout(
     if space_dim is not None:
         for x in jax.tree_util.tree_leaves(states0):
             check_divides(mesh, "space", int(np.shape(x)[space_dim]), "grid points of the split dimension")
-    dyn, static = eqx.partition(process, eqx.is_array)
-    dyn = replicate(dyn, mesh)
+    process = replicate(process, mesh)
     s0 = shard_members(states0, mesh, axes=axes, space_dim=space_dim) if batched else replicate(states0, mesh)
     k = None if keys is None else shard_members(keys, mesh, axes=axes)
+    return _run(process, stepper, s0, k, mesh, axes if isinstance(axes, str) else tuple(axes), space_dim, kwargs)
 
-    def run(dyn, s0, k):
-        return ensemble_rollout(eqx.combine(dyn, static), stepper, s0, keys=k, **kwargs)
 
-    shapes = jax.eval_shape(run, dyn, s0, k)
-    out = Trajectory(
-        t=replicated(mesh),
-        states=jax.tree_util.tree_map(
-            lambda x: member_sharding(mesh, len(x.shape), axes=axes, space_dim=space_dim), shapes.states),
-        blowup_step=member_sharding(mesh, 1, axes=axes),
-        member_axis=True,
-    )
-    return jax.jit(run, out_shardings=out)(dyn, s0, k)
+@eqx.filter_jit
+def _run(process, stepper, s0, k, mesh, axes, space_dim, kwargs) -> Trajectory:
+    """The compiled ensemble (module level, so a second call with the same settings reuses the compiled code):
+    inputs keep the shardings they were placed with, outputs are constrained to the mesh's layout."""
+    traj = ensemble_rollout(process, stepper, s0, keys=k, **kwargs)
+    wsc = jax.lax.with_sharding_constraint
+    states = jax.tree_util.tree_map(
+        lambda x: wsc(x, member_sharding(mesh, x.ndim, axes=axes, space_dim=space_dim)), traj.states)
+    return Trajectory(t=wsc(traj.t, replicated(mesh)), states=states,
+                      blowup_step=wsc(traj.blowup_step, member_sharding(mesh, 1, axes=axes)), member_axis=True)
 
 
 def gather(tree: Any) -> Any:
