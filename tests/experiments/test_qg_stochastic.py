@@ -37,7 +37,7 @@ def dirs(tmp_path_factory):
     return root
 
 
-def test_warm_start_equals_the_deterministic_closure_and_keys_decide_the_members(tmp_path):
+def test_warm_start_equals_the_deterministic_closure_and_weights_round_trip(tmp_path):
     lo = get_config("eddy", nx=16)
     det = ex.make_cnn_closure(np.full(2, 1e-6), np.full(2, 1e-11), widths=(4,), kernel_sizes=(3, 3),
                               key=jax.random.key(0))
@@ -47,13 +47,6 @@ def test_warm_start_equals_the_deterministic_closure_and_keys_decide_the_members
     np.testing.assert_allclose(np.asarray(same.forcing(q, e)), np.asarray(det.forcing(q)), rtol=1e-6, atol=1e-20)
     st = StochasticCNNClosure.from_deterministic(det, lo, noise_weight=1.0, key=jax.random.key(1))
     assert float(jnp.max(jnp.abs(st.forcing(q, e) - det.forcing(q)))) > 1e-3 * float(jnp.max(jnp.abs(det.forcing(q))))
-    state = lo.initial_state(q=q)
-    run = lambda keys: ensemble_rollout(lo + st, lo.default_stepper(), state, keys=keys, dt=3600.0, n_steps=4,
-                                        save_every=2, observe=lo.observe).states.q  # noqa: E731
-    keys = jax.random.split(jax.random.key(5), 3)
-    a, b = run(keys), run(keys)
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert float(jnp.max(jnp.abs(a[0, -1] - a[1, -1]))) > 0
     path = save_module(tmp_path / "st.eqx", st)
     back = load_module(path, kind=STOCHASTIC_CNN_CLOSURE_KIND)
     np.testing.assert_array_equal(np.asarray(back.forcing(q, e)), np.asarray(st.forcing(q, e)))
@@ -61,7 +54,21 @@ def test_warm_start_equals_the_deterministic_closure_and_keys_decide_the_members
     with pytest.raises(ConfigError):
         StochasticCNNClosure.from_deterministic(det, lo, tau=-1.0, key=jax.random.key(1))
     with pytest.raises(ConfigError, match="no noise state"):
-        st.tendency(state, 0.0)
+        st.tendency(lo.initial_state(q=q), 0.0)
+
+
+def test_same_keys_same_members_different_keys_differ():
+    lo = get_config("eddy", nx=16)
+    det = ex.make_cnn_closure(np.full(2, 1e-6), np.full(2, 1e-11), widths=(4,), kernel_sizes=(3, 3),
+                              key=jax.random.key(0))
+    st = StochasticCNNClosure.from_deterministic(det, lo, noise_weight=1.0, key=jax.random.key(1))
+    state = lo.initial_state(q=_q0(16))
+    run = lambda keys: ensemble_rollout(lo + st, lo.default_stepper(), state, keys=keys, dt=3600.0, n_steps=4,
+                                        save_every=2, observe=lo.observe).states.q  # noqa: E731
+    keys = jax.random.split(jax.random.key(5), 3)
+    a, b = run(keys), run(keys)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(jnp.max(jnp.abs(a[0, -1] - a[1, -1]))) > 0
 
 
 def test_quick_recipe_writes_scores_files_and_similarity(dirs, tmp_path):
