@@ -7,10 +7,15 @@ import numpy as np
 import pytest
 
 from nemic.core import ConfigError, DataError, simulate
-from nemic.io.output import to_xarray
 from nemic.core.rollout import Trajectory
-from nemic.models.atmosphere import (AtmosphereFields, AtmosphereGrid, HeldSuarez, PrimitiveEquations,
-                                     global_mean_dry_surface_pressure)
+from nemic.io.output import to_xarray
+from nemic.models.atmosphere import (
+    AtmosphereFields,
+    AtmosphereGrid,
+    HeldSuarez,
+    PrimitiveEquations,
+    global_mean_dry_surface_pressure,
+)
 
 OMEGA = 7.292e-5
 RADIUS = 6.37122e6

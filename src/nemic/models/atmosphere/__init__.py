@@ -16,10 +16,15 @@ from nemic.models.atmosphere.column import (
     ColumnInputs,
     ColumnPhysics,
     ColumnTendencies,
+    PackedColumnFunction,
     column_inputs,
     insolation_field,
 )
-from nemic.models.atmosphere.dynamics import PrimitiveEquationsExplicit, PrimitiveEquationsImplicit, dinosaur_equation
+from nemic.models.atmosphere.dynamics import (
+    PrimitiveEquationsExplicit,
+    PrimitiveEquationsImplicit,
+    dinosaur_equation,
+)
 from nemic.models.atmosphere.filters import (
     DryMassFixer,
     SpectralFilter,
@@ -29,13 +34,17 @@ from nemic.models.atmosphere.filters import (
 )
 from nemic.models.atmosphere.grid import SUPPORTED_TRUNCATIONS, AtmosphereGrid
 from nemic.models.atmosphere.held_suarez import HeldSuarez
-from nemic.models.atmosphere.model import PrimitiveEquations, fields_from_state, state_from_fields
+from nemic.models.atmosphere.model import (
+    PrimitiveEquations,
+    fields_from_state,
+    state_from_fields,
+)
 from nemic.models.atmosphere.state import AtmosphereFields, AtmosphereState
 
 __all__ = [
     "INSOLATIONS", "SUPPORTED_TRUNCATIONS", "AtmosphereFields", "AtmosphereGrid", "AtmosphereState",
-    "ColumnInputs", "ColumnPhysics", "ColumnTendencies", "DryMassFixer", "HeldSuarez", "PrimitiveEquations",
-    "PrimitiveEquationsExplicit", "PrimitiveEquationsImplicit", "SpectralFilter", "column_inputs",
-    "column_water_fraction", "dinosaur_equation", "fields_from_state", "global_mean_dry_surface_pressure",
+    "ColumnInputs", "ColumnPhysics", "ColumnTendencies", "DryMassFixer", "HeldSuarez", "PackedColumnFunction",
+    "PrimitiveEquations", "PrimitiveEquationsExplicit", "PrimitiveEquationsImplicit", "SpectralFilter",
+    "column_inputs", "column_water_fraction", "dinosaur_equation", "fields_from_state", "global_mean_dry_surface_pressure",
     "insolation_field", "state_from_fields", "surface_pressure",
 ]

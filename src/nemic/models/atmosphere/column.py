@@ -22,7 +22,8 @@ field are exactly zero and ``x + 0 = x``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -33,7 +34,12 @@ from nemic.core.process import AbstractProcess
 from nemic.models.atmosphere.grid import SECONDS_PER_DAY, AtmosphereGrid
 from nemic.models.atmosphere.model import fields_from_state
 from nemic.models.atmosphere.state import AtmosphereFields, AtmosphereState
-from nemic.models.ebm.insolation import DAYS_PER_YEAR, VERNAL_EQUINOX_DAY, annual_mean_insolation, daily_insolation
+from nemic.models.ebm.insolation import (
+    DAYS_PER_YEAR,
+    VERNAL_EQUINOX_DAY,
+    annual_mean_insolation,
+    daily_insolation,
+)
 
 INSOLATIONS = ("annual", "daily", "equinox")
 
@@ -59,6 +65,27 @@ class ColumnTendencies(eqx.Module):
     eastward_wind: jax.Array  # (L,) m s-2
     northward_wind: jax.Array  # (L,) m s-2
     precipitation: jax.Array  # () kg m-2 s-1
+    evaporation: Any = None  # () kg m-2 s-1 (optional diagnostic, for the water budget)
+
+
+class PackedColumnFunction(eqx.Module):
+    """Adapter for a network on packed column vectors (the layout of :mod:`nemic.nn.column`).
+
+    ``net(x) -> y`` with ``x = [T (L), q (L), u (L), v (L), p_s, insolation, sin(latitude)]`` (4L + 3 numbers)
+    and ``y = [dT/dt (L), dq/dt (L), du/dt (L), dv/dt (L), P, E]`` (4L + 2 numbers), all SI; ``E`` (evaporation)
+    is optional (4L + 1 outputs).
+    """
+
+    net: Callable[[jax.Array], jax.Array]
+    levels: int = eqx.field(static=True)
+
+    def __call__(self, c: ColumnInputs) -> ColumnTendencies:
+        n = self.levels
+        x = jnp.concatenate([c.temperature, c.specific_humidity, c.eastward_wind, c.northward_wind,
+                             jnp.stack([c.surface_pressure, c.insolation, jnp.sin(jnp.deg2rad(c.latitude))])])
+        y = self.net(x)
+        evap = y[4 * n + 1] if y.shape[0] > 4 * n + 1 else None
+        return ColumnTendencies(y[:n], y[n:2 * n], y[2 * n:3 * n], y[3 * n:4 * n], y[4 * n], evap)
 
 
 def insolation_field(grid: AtmosphereGrid, t: Any, kind: str = "annual", solar_constant: float = 1365.2,
@@ -150,6 +177,12 @@ class ColumnPhysics(AbstractProcess):
         """Precipitation flux [kg m-2 s-1] on (lat, lon)."""
         nlat, nlon = self.grid.nodal_shape[1:]
         return self.columns(state, t)[1].precipitation.reshape(nlat, nlon)
+
+    def evaporation(self, state: AtmosphereState, t: Any) -> Any:
+        """Evaporation flux [kg m-2 s-1] on (lat, lon), or ``None`` when ``fn`` gives none."""
+        nlat, nlon = self.grid.nodal_shape[1:]
+        e = self.columns(state, t)[1].evaporation
+        return None if e is None else e.reshape(nlat, nlon)
 
     def observe(self, state: AtmosphereState, t: Any) -> AtmosphereFields:
         """Nodal SI fields of ``state`` with this physics's ``precipitation_flux`` (``observe=`` of a rollout)."""

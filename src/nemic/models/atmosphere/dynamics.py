@@ -33,7 +33,7 @@ from nemic.models.atmosphere.grid import AtmosphereGrid
 from nemic.models.atmosphere.state import HUMIDITY_KEY, AtmosphereState
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dinosaur_equation(grid: AtmosphereGrid, moist: bool = True) -> primitive_equations.PrimitiveEquationsSigma:
     """dinosaur's ``PrimitiveEquationsSigma`` on ``grid`` (flat orography, isothermal reference temperature);
     ``moist=True`` sets the humidity key (virtual-temperature effects of the specific-humidity tracer)."""

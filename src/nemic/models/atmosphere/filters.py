@@ -41,7 +41,7 @@ class SpectralFilter(AbstractStepFilter):
 
     @classmethod
     def exponential(cls, grid: AtmosphereGrid, attenuation: float = 16.0, order: int = 18,
-                    cutoff: float = 0.0) -> "SpectralFilter":
+                    cutoff: float = 0.0) -> SpectralFilter:
         """dinosaur's exponential filter ``exp(-attenuation ((k - c)/(1 - c))^(2 order))`` for ``k > c``, with k
         the total wavenumber over the largest one; ``attenuation`` is per step (dinosaur's ``dt / tau``)."""
         if attenuation < 0 or order < 1 or not 0 <= cutoff < 1:
@@ -50,7 +50,7 @@ class SpectralFilter(AbstractStepFilter):
         return cls(jnp.asarray(fn(np.ones(grid.horizontal.modal_shape))))
 
     @classmethod
-    def hyperdiffusion(cls, grid: AtmosphereGrid, dt: float, tau: float, order: int = 2) -> "SpectralFilter":
+    def hyperdiffusion(cls, grid: AtmosphereGrid, dt: float, tau: float, order: int = 2) -> SpectralFilter:
         """Implicit hyperdiffusion (del^(2 order)) that damps the smallest resolved scale by ``e`` in ``tau``
         seconds; ``dt`` [s] is the step it is applied after (dinosaur's ``horizontal_diffusion_step_filter``)."""
         if dt <= 0 or tau <= 0 or order < 1:

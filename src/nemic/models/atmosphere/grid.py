@@ -22,7 +22,13 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-from dinosaur import coordinate_systems, primitive_equations, scales, sigma_coordinates, spherical_harmonic
+from dinosaur import (
+    coordinate_systems,
+    primitive_equations,
+    scales,
+    sigma_coordinates,
+    spherical_harmonic,
+)
 
 from nemic.core.errors import ConfigError, DataError
 
@@ -35,14 +41,15 @@ KAPPA = 2.0 / 7.0
 CP_DRY_AIR = 1004.0  # J kg-1 K-1
 LATENT_HEAT = 2.501e6  # J kg-1 (dinosaur.scales.LATENT_HEAT_OF_VAPORIZATION)
 SECONDS_PER_DAY = 86400.0
-#: options of dinosaur's horizontal grid (overridable before the first grid is built, for benchmarks)
-_GRID_OPTIONS: dict = {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(truncation: int, layers: int):
-    horizontal = dataclasses.replace(getattr(spherical_harmonic.Grid, f"T{truncation}")(), **_GRID_OPTIONS)
-    coords = coordinate_systems.CoordinateSystem(horizontal, sigma_coordinates.SigmaCoordinates.equidistant(layers))
+    # float64 sigma levels: with dinosaur's default float32 levels, products such as Held-Suarez's k_f times the
+    # sigma profile are rounded to float32 precision even in float64 runs
+    horizontal = getattr(spherical_harmonic.Grid, f"T{truncation}")()
+    levels = sigma_coordinates.SigmaCoordinates.equidistant(layers, dtype=np.float64)
+    coords = coordinate_systems.CoordinateSystem(horizontal, levels)
     specs = primitive_equations.PrimitiveEquationsSpecs.from_si()
     u = scales.units
     factors = {  # multiply an SI value by this to get dinosaur's nondimensional value

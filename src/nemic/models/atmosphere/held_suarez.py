@@ -27,7 +27,7 @@ from nemic.models.atmosphere.state import AtmosphereState
 _PARAMS = ("kf", "ka", "ks", "minT", "maxT", "dTy", "dThz")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dinosaur_forcing(grid: AtmosphereGrid, sigma_b: float, p0: float) -> held_suarez.HeldSuarezForcingSigma:
     t_ref = np.full((grid.layers,), grid.reference_temperature * grid.factor("K"))
     return held_suarez.HeldSuarezForcingSigma(grid.coords, grid.specs, t_ref, p0=p0 * scales.units.pascal,

@@ -26,9 +26,16 @@ from dinosaur import primitive_equations_states, scales
 from nemic.core.errors import ConfigError, DataError
 from nemic.core.model import AbstractModel
 from nemic.core.process import ImplicitExplicit
-from nemic.core.steppers import Filtered, IMEXSIL3
-from nemic.models.atmosphere.dynamics import PrimitiveEquationsExplicit, PrimitiveEquationsImplicit
-from nemic.models.atmosphere.filters import DryMassFixer, SpectralFilter, surface_pressure
+from nemic.core.steppers import IMEXSIL3, Filtered
+from nemic.models.atmosphere.dynamics import (
+    PrimitiveEquationsExplicit,
+    PrimitiveEquationsImplicit,
+)
+from nemic.models.atmosphere.filters import (
+    DryMassFixer,
+    SpectralFilter,
+    surface_pressure,
+)
 from nemic.models.atmosphere.grid import AtmosphereGrid
 from nemic.models.atmosphere.state import AtmosphereFields, AtmosphereState
 

@@ -57,7 +57,7 @@ class AtmosphereState(AbstractState):
             tracers={HUMIDITY_KEY: self.specific_humidity})
 
     @classmethod
-    def from_dinosaur(cls, state: Any, humidity: Any = None) -> "AtmosphereState":
+    def from_dinosaur(cls, state: Any, humidity: Any = None) -> AtmosphereState:
         """From dinosaur's ``State`` (``humidity`` replaces a missing ``specific_humidity`` tracer)."""
         q = state.tracers.get(HUMIDITY_KEY, humidity) if state.tracers else humidity
         return cls(state.vorticity, state.divergence, state.temperature_variation, state.log_surface_pressure, q)
