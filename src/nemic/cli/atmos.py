@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from nemic.cli.atmos_truth import generate as _generate, train as _train
+
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                   help="Global atmosphere: dinosaur's primitive equations, Held-Suarez, column physics.")
 
@@ -121,3 +123,8 @@ def run(
         write_json(metrics, stage / "metrics.json")
         _plots(ds, stage)
     typer.echo(f"{metrics['days']:.1f} days of {g} ({forcing}) in {wall:.0f} s; wrote {out}")
+
+
+# the SPEEDY truth and the offline column physics (nemic.cli.atmos_truth)
+app.command("generate")(_generate)
+app.command("train")(_train)
