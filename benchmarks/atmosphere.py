@@ -2,7 +2,7 @@
 
 Measured side by side in one process, float32 (JAX's default), each a jitted ``rollout`` of ``--steps`` steps
 with the model's default stepper (IMEX-SIL3 + dinosaur's filters), median of ``--repeats`` runs after a
-compiling warm-up:
+compiling warm-up, the cases interleaved:
 
 * the bare dynamical core (dinosaur's primitive equations through nemic's IMEX adapter);
 * core + Held-Suarez forcing;
@@ -57,18 +57,21 @@ class ColumnMLP(eqx.Module):
                                 jax.nn.softplus(y[-1]) * 1e-5)
 
 
-def time_rollout(process, stepper, state, dt, steps, repeats):
-    """(compile + first run [s], median seconds per step)."""
+def time_rollouts(cases, stepper, state, dt, steps, repeats):
+    """Compile every case, then time them interleaved (case after case in each repeat, so that a change in the
+    machine's load hits all of them alike). Returns ({name: compile + first run [s]}, {name: median s/step})."""
     run = eqx.filter_jit(lambda p, s: rollout(p, stepper, s, dt=dt, n_steps=steps, save_every=steps).states)
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(process, state))
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
+    first, times = {}, {name: [] for name in cases}
+    for name, p in cases.items():
         t0 = time.perf_counter()
-        jax.block_until_ready(run(process, state))
-        times.append((time.perf_counter() - t0) / steps)
-    return first, statistics.median(times)
+        jax.block_until_ready(run(p, state))
+        first[name] = time.perf_counter() - t0
+    for _ in range(repeats):
+        for name, p in cases.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(run(p, state))
+            times[name].append((time.perf_counter() - t0) / steps)
+    return first, {name: statistics.median(t) for name, t in times.items()}
 
 
 def time_jcm(truncation, layers, dt_minutes, days):
@@ -98,7 +101,7 @@ def main():
     ap.add_argument("--truncation", type=int, default=21)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--steps", type=int, default=24)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--jcm-days", type=int, default=2)
     ap.add_argument("--no-jcm", action="store_true")
@@ -114,11 +117,11 @@ def main():
              "core + column MLP": model + ColumnPhysics(g, net)}
     res = {"grid": str(g), "dt_s": dt, "dtype": str(jnp.zeros(()).dtype), "steps": args.steps,
            "cpu": platform.processor() or platform.machine(), "per_step_s": {}, "compile_s": {}}
-    for name, p in cases.items():
-        first, per = time_rollout(p, stepper, state, dt, args.steps, args.repeats)
-        res["per_step_s"][name] = per
-        res["compile_s"][name] = first
-        print(f"{name:24s} {per * 1e3:8.2f} ms/step   (compile + first run {first:.1f} s)", flush=True)
+    first, per = time_rollouts(cases, stepper, state, dt, args.steps, args.repeats)
+    res["per_step_s"].update(per)
+    res["compile_s"].update(first)
+    for name in cases:
+        print(f"{name:24s} {per[name] * 1e3:8.2f} ms/step   (compile + first run {first[name]:.1f} s)", flush=True)
     bare = res["per_step_s"]["bare core"]
 
     # gradient / forward for a 1-day rollout of core + column MLP
