@@ -4,6 +4,7 @@
   section with one page per public package.
 - ``on_files``: runs every script in docs/tutorials/ and docs/howto/ (docs/build_tutorials.py) and adds its Markdown page and
   figures to the site; writes the API pages (``::: nemic.<package>.<module>`` for mkdocstrings).
+- ``on_page_markdown``: links to feature pages that have not landed yet (``OPTIONAL_PAGES``) become plain text.
 - ``on_page_content``: drops Sphinx roles (``:func:``) before code in docstrings, and turns the LaTeX that ``pymdownx.arithmatex`` marks into MathML (latex2mathml), which
   browsers render natively, so the site needs no JavaScript and no network for math, at build or view time.
 """
@@ -116,6 +117,17 @@ _BLOCK = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.S)
 
 def _mathml(tex: str, display: str) -> str:
     return latex_to_mathml(html.unescape(tex).strip(), display=display)
+
+
+# feature pages that land with their features: a link to one that is not there yet stays as plain text
+OPTIONAL_PAGES = ("atmosphere.md", "downscaling.md", "scaling.md")
+
+
+def on_page_markdown(markdown, page, config, files):
+    for name in OPTIONAL_PAGES:
+        if not (DOCS / name).exists():
+            markdown = re.sub(r"\[([^\]]+)\]\((?:\.\./)?" + re.escape(name) + r"(#[^)]*)?\)", r"\1", markdown)
+    return markdown
 
 
 # Sphinx cross-reference roles in docstrings (":func:`~nemic.x.f`") render as their code only

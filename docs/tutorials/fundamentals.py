@@ -143,15 +143,14 @@ print(f"eigenvalues of H: {lam[0]:.3f}, {lam[1]:.3f};  2 / lambda_max = {eta_cri
 print(f"least-squares weights: w0 = {w_star[0]:.3f}, w1 = {w_star[1]:.3f}")
 
 
-grad_linear = jax.jit(jax.grad(linear_loss))
+def descend(eta, n_steps=300, w0=jnp.array([-12.0, 2.0])):
+    """The path w_0, w_1, ..., w_n of gradient descent with learning rate eta (one compiled lax.scan)."""
+    def step(w, _):
+        w = w - eta * jax.grad(linear_loss)(w)
+        return w, w
 
-
-def descend(eta, n_steps=300, w=jnp.array([-12.0, 2.0])):
-    path = [w]
-    for _ in range(n_steps):
-        w = w - eta * grad_linear(w)
-        path.append(w)
-    return jnp.stack(path)
+    _, path = jax.lax.scan(step, w0, None, length=n_steps)
+    return jnp.concatenate([w0[None], path])
 
 
 eta_best = 2.0 / (lam.min() + lam.max())        # the fastest fixed rate for a quadratic loss
@@ -287,7 +286,7 @@ def train_step(model, opt_state, x, y):
 
 
 adam_history = []
-for i in range(2000):
+for i in range(1000):
     batch = rng.integers(0, xb.shape[0], 256)
     net, opt_state, loss = train_step(net, opt_state, xb[batch], yb[batch])
     if i % 20 == 0:
@@ -328,7 +327,7 @@ def sample(key, iteration):
 
 
 result = fit(net0, lambda m, batch, key: net_loss(m, *batch), sample, optimizer=default_optimizer(1e-2),
-             n_iters=2000, key=jax.random.key(4), progress=False)
+             n_iters=1000, key=jax.random.key(4), progress=False)
 print(f"test MSE (normalised), nemic.train.loop.fit: {float(net_loss(result.model, x_te, y_te)):.4f}")
 
 # %% [markdown]

@@ -61,15 +61,14 @@ models = {"polynomial (deterministic)": physics + poly,
 n_members, n_lead, starts = 20, 400, np.arange(0, len(x_test) - 401, 13)[:30]
 rng = np.random.default_rng(1)
 results = {}
+# all members of all starts in one vectorised run: member index = start * n_members + member
+x0 = np.repeat(x_test[starts], n_members, axis=0) + 0.05 * rng.standard_normal((len(starts) * n_members, 8))
+keys = jax.random.split(jax.random.key(100), len(starts) * n_members)
 for name, model in models.items():
-    ens = []
-    for i, s in enumerate(starts):
-        x0 = x_test[s] + 0.05 * rng.standard_normal((n_members, 8))      # small initial perturbations
-        keys = jax.random.split(jax.random.key(100 + i), n_members)
-        run = ensemble_rollout(model, RK4(), Lorenz96State(x=jnp.asarray(x0)), keys=keys, dt=0.005,
-                               n_steps=n_lead, save_every=20)
-        ens.append(np.asarray(run.states.x))                              # (member, lead, k)
-    results[name] = np.stack(ens, axis=1)                                 # (member, start, lead, k)
+    run = ensemble_rollout(model, RK4(), Lorenz96State(x=jnp.asarray(x0)), keys=keys, dt=0.005, n_steps=n_lead,
+                           save_every=20)
+    x_ens = np.asarray(run.states.x).reshape(len(starts), n_members, -1, 8)
+    results[name] = np.moveaxis(x_ens, 1, 0)                                # (member, start, lead, k)
 obs = np.stack([x_test[s: s + n_lead + 1: 20] for s in starts])          # (start, lead, k)
 lead = np.arange(obs.shape[1]) * 20 * 0.005
 
