@@ -37,7 +37,8 @@ class TruthConfig:
     Attributes:
         truncation: jcm's spectral truncation (T21 is the hybrid's; T31 is SPEEDY's standard).
         target_truncation: truncation of the stored fields (spectral coarse-graining when below ``truncation``).
-        layers: SPEEDY sigma levels (8: SPEEDY's own table).
+        layers: number of sigma levels. vertical: ``"speedy"`` (SPEEDY's table) or ``"equidistant"`` (the
+            hybrid's default levels).
         spinup_days: discarded. days: kept (6-hourly by default). test_days: the last days, written apart.
         save_hours: interval between saved states [h]. chunk_days: days per compiled jcm call and zarr chunk.
     """
@@ -45,6 +46,7 @@ class TruthConfig:
     truncation: int = 21
     target_truncation: int = 21
     layers: int = 8
+    vertical: str = "speedy"
     spinup_days: float = 60.0
     days: float = 100.0
     test_days: float = 25.0
@@ -82,7 +84,7 @@ def generate(cfg: TruthConfig, out: str | Path, *, progress: bool = True,
     settings = dataclasses.asdict(cfg)
     with staged_run(out, "atmos generate", settings) as stage, progress_bar(progress) as pb:
         task = pb.add_task("jcm SPEEDY aquaplanet", total=cfg.spinup_days + cfg.days, info="spin-up")
-        info, chunks = jcm_truth(cfg.truncation, cfg.layers, spinup_days=cfg.spinup_days, days=cfg.days,
+        info, chunks = jcm_truth(cfg.truncation, cfg.layers, vertical=cfg.vertical, spinup_days=cfg.spinup_days, days=cfg.days,
                                  save_hours=cfg.save_hours, chunk_days=cfg.chunk_days,
                                  progress=lambda d, tot: pb.update(task, completed=d, info=f"day {d:g}"))
         lat, lon = info["lat"], info["lon"]
@@ -94,7 +96,7 @@ def generate(cfg: TruthConfig, out: str | Path, *, progress: bool = True,
             sst = np.asarray(spectral_coarsen(sst, cfg.truncation, cfg.target_truncation))
         attrs = {
             "title": "SPEEDY aquaplanet truth (jcm on dinosaur), physics-only tendencies",
-            "source": f"jcm SPEEDY physics, T{cfg.truncation} L{cfg.layers}, dt {info['dt']:g} s, Neale & Hoskins "
+            "source": f"jcm SPEEDY physics, T{cfg.truncation} L{cfg.layers} ({cfg.vertical} sigma), dt {info['dt']:g} s, Neale & Hoskins "
                       "(2000) control SSTs, analytic ozone, isothermal rest start",
             "truncation": cfg.target_truncation, "run_truncation": cfg.truncation, "layers": cfg.layers,
             "spinup_days": cfg.spinup_days, "save_hours": cfg.save_hours,

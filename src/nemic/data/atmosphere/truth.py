@@ -61,13 +61,19 @@ def _to_nemic(x: Any) -> np.ndarray:
     return np.swapaxes(np.asarray(x), -1, -2).astype(np.float32)
 
 
-def _build(truncation: int, layers: int):
+def _build(truncation: int, layers: int, vertical: str = "speedy"):
     from jcm.forcing import default_forcing
     from jcm.model import Model
     from jcm.physics.speedy.speedy_coords import get_speedy_coords
     from jcm.prescribed_state_model import PrescribedStateModel
+    from jcm.utils import get_coords
 
-    coords = get_speedy_coords(layers=layers, spectral_truncation=truncation)
+    if vertical == "speedy":
+        coords = get_speedy_coords(layers=layers, spectral_truncation=truncation)
+    elif vertical == "equidistant":
+        coords = get_coords(np.linspace(0.0, 1.0, layers + 1), spectral_truncation=truncation)
+    else:
+        raise ConfigError(f"vertical must be 'speedy' or 'equidistant', got {vertical!r}")
     model = Model(coords=coords)
     forcing = default_forcing(coords.horizontal)
     dt = float(model.dt_seconds) if hasattr(model, "dt_seconds") else 1800.0
@@ -114,13 +120,16 @@ def _diagnose(fn, states, times_days) -> dict[str, np.ndarray]:
     }
 
 
-def jcm_truth(truncation: int = 21, layers: int = 8, *, spinup_days: float = 30.0, days: float = 60.0,
+def jcm_truth(truncation: int = 21, layers: int = 8, *, vertical: str = "speedy", spinup_days: float = 30.0, days: float = 60.0,
               save_hours: float = 6.0, chunk_days: float = 5.0,
               progress: Callable[[float, float], None] | None = None) -> tuple[dict[str, Any], Iterator[TruthChunk]]:
     """Run the jcm SPEEDY aquaplanet and yield the kept period in chunks.
 
     Args:
-        truncation, layers: jcm's resolution (T<truncation>, SPEEDY sigma levels; 8 layers use SPEEDY's own table).
+        truncation, layers: jcm's resolution (T<truncation>, ``layers`` sigma levels).
+        vertical: ``"speedy"`` (SPEEDY's own level table for 7 or 8 layers, on which its physics is tuned) or
+            ``"equidistant"`` (dinosaur's equidistant sigma levels, the hybrid's default grid; SPEEDY is not tuned
+            for them: jcm reports a TOA flux about 15 W m-2 lower at T31L8).
         spinup_days: days integrated and discarded first. days: days kept after the spin-up.
         save_hours: interval between saved states [h]; must divide 24 h into whole model steps.
         chunk_days: days integrated per compiled call (every chunk reuses one compiled function).
@@ -141,7 +150,7 @@ def jcm_truth(truncation: int = 21, layers: int = 8, *, spinup_days: float = 30.
     per_chunk = chunk_days / save_days
     if abs(per_chunk - round(per_chunk)) > 1e-9:
         raise ConfigError(f"chunk_days ({chunk_days}) must be a whole number of save intervals ({save_hours} h)")
-    coords, model, forcing, diag, dt = _build(truncation, layers)
+    coords, model, forcing, diag, dt = _build(truncation, layers, vertical)
     steps_per_save = save_hours * 3600.0 / dt
     if abs(steps_per_save - round(steps_per_save)) > 1e-9:
         raise ConfigError(f"save_hours ({save_hours}) must be a whole number of model steps ({dt:g} s)")
