@@ -36,9 +36,11 @@ def test_cli_error_is_one_line():
 def test_train_surrogate_command(tmp_path):
     r = CliRunner().invoke(app, ["train-surrogate", "--out", str(tmp_path), "--n-thresholds", "3", "--patch", "64",
                                  "--stride", "64", "--steps", "3", "--batch", "4", "--channels", "4",
-                                 "--blocks", "1", "--train-fraction", "0.6", "--gap", "0"])
+                                 "--blocks", "1", "--train-fraction", "0.6", "--gap", "0",
+                                 "--v2-steps", "3"])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["models"]["surrogate"]["violation_share"] == 0.0
-    assert set(rep["models"]) == {"surrogate", "surrogate_unconstrained"}
+    assert set(rep["models"]) == {"surrogate_v2", "surrogate", "surrogate_unconstrained"}
+    assert rep["models"]["surrogate_v2"]["violation_share"] == 0.0
     assert (tmp_path / "surrogate.eqx").exists() and (tmp_path / "surrogate_unconstrained.json").exists()

@@ -119,10 +119,14 @@ def train_surrogate_cmd(
     blocks: int = typer.Option(2, help="residual blocks"),
     factor: int = typer.Option(4, help="space-to-depth factor"),
     seed: int = typer.Option(0, help="random seed"),
+    v2_steps: int = typer.Option(300, help="optimisation steps of surrogate v2 (bit-quad)"),
+    v2_batch: int = typer.Option(8, help="batch size of surrogate v2"),
+    v2_lr: float = typer.Option(3e-2, help="peak learning rate of surrogate v2 (its slopes and shifts)"),
 ) -> None:
-    """Train the constrained Lipschitz surrogate and the unconstrained CNN baseline on OPERA patches.
+    """Train surrogate v2 (bit-quad), the constrained Lipschitz surrogate and the unconstrained CNN baseline.
 
-    Writes surrogate.eqx and surrogate_unconstrained.eqx (one weights file each, nemic.train.checkpoint.load_module),
+    Writes surrogate_v2.eqx, surrogate.eqx and surrogate_unconstrained.eqx (one weights file each, load with
+    nemic.train.checkpoint.load_module),
     a readable surrogate*.json beside each (its header, recipe and test scores) and report.json (R^2 per measure and
     threshold on the later time block; share of (sample, threshold) pairs breaking a geometric constraint).
     """
@@ -137,6 +141,7 @@ def train_surrogate_cmd(
     from nemic.data.opera import extract_patches, time_block_split, wet_quantile_thresholds
     from nemic.metrics.minkowski import minkowski_functionals
     from nemic.metrics.minkowski.surrogate import MEASURE_NAMES, constraint_violations, r2_scores, stack_measures
+    from nemic.nn.minkowski_quad import BitQuadSurrogate
     from nemic.nn.minkowski_surrogate import MinkowskiSurrogate
     from nemic.train.checkpoint import read_header, save_module
     from nemic.train.surrogate import train_surrogate
@@ -144,11 +149,13 @@ def train_surrogate_cmd(
     console = Console()
     for name, v, lo in (("n-thresholds", n_thresholds, 1), ("patch", patch, 2), ("stride", stride, 1),
                         ("frame-step", frame_step, 1), ("max-patches", max_patches, 2), ("gap", gap, 0),
-                        ("steps", steps, 1), ("batch", batch, 1), ("channels", channels, 1), ("blocks", blocks, 0),
+                        ("steps", steps, 1), ("batch", batch, 1), ("v2-steps", v2_steps, 1),
+                        ("v2-batch", v2_batch, 1), ("channels", channels, 1), ("blocks", blocks, 0),
                         ("factor", factor, 1), ("seed", seed, 0)):
         _int_at_least(name, v, lo)
-    if not np.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"--lr must be a finite number > 0, got {lr}")
+    for name, v in (("--lr", lr), ("--v2-lr", v2_lr)):
+        if not np.isfinite(v) or v <= 0:
+            raise ConfigError(f"{name} must be a finite number > 0, got {v}")
     if not 0 <= min_wet <= 1:
         raise ConfigError(f"--min-wet must be in [0, 1], got {min_wet}")
     if not 0 < train_fraction < 1:
@@ -158,7 +165,8 @@ def train_surrogate_cmd(
     settings = {"data": str(data) if data else None, "n_thresholds": n_thresholds, "patch": patch, "stride": stride,
                 "min_wet": min_wet, "frame_step": frame_step, "max_patches": max_patches,
                 "train_fraction": train_fraction, "gap": gap, "steps": steps, "batch": batch, "lr": lr,
-                "channels": channels, "blocks": blocks, "factor": factor, "seed": seed}
+                "channels": channels, "blocks": blocks, "factor": factor, "seed": seed,
+                "v2_steps": v2_steps, "v2_batch": v2_batch, "v2_lr": v2_lr}
     t_start = time.perf_counter()
     ds, name = _open(data)
     rr = ds.rain_rate.isel(time=slice(None, None, frame_step))
@@ -190,12 +198,16 @@ def train_surrogate_cmd(
                 progress.update(task, advance=min(64, n - i))
             y = np.concatenate(ys)
             models, histories, times = {}, {}, {}
-            for constrained in (True, False):
-                label = "surrogate" if constrained else "surrogate_unconstrained"
-                task = progress.add_task(f"training {label}", total=steps, info="")
-                key = jax.random.PRNGKey(seed)
-                init = MinkowskiSurrogate(thr, channels=channels, blocks=blocks, factor=factor,
-                                          constrained=constrained, key=key)
+            key = jax.random.PRNGKey(seed)
+            builds = {  # label: (initial model, steps, learning rate)
+                "surrogate_v2": (BitQuadSurrogate(thr, key=key), v2_steps, v2_lr),
+                "surrogate": (MinkowskiSurrogate(thr, channels=channels, blocks=blocks, factor=factor,
+                                                 constrained=True, key=key), steps, lr),
+                "surrogate_unconstrained": (MinkowskiSurrogate(thr, channels=channels, blocks=blocks, factor=factor,
+                                                               constrained=False, key=key), steps, lr),
+            }
+            for label, (init, n_steps, rate) in builds.items():
+                task = progress.add_task(f"training {label}", total=n_steps, info="")
                 t0 = time.perf_counter()
 
                 def cb(i, loss, task=task):
@@ -203,8 +215,8 @@ def train_surrogate_cmd(
 
                 ckpt = stage / CHECKPOINTS / f"{label}-{settings_hash(settings)}.ckpt"  # a killed run resumes
                 models[label], histories[label] = train_surrogate(
-                    init, x[tr], y[tr], steps=steps, batch_size=batch, learning_rate=lr,
-                    key=jax.random.fold_in(key, 1), callback=cb, checkpoint=ckpt)
+                    init, x[tr], y[tr], steps=n_steps, batch_size=batch if label != "surrogate_v2" else v2_batch,
+                    learning_rate=rate, key=jax.random.fold_in(key, 1), callback=cb, checkpoint=ckpt)
                 times[label] = time.perf_counter() - t0
 
         domain = patch * patch
@@ -232,8 +244,9 @@ def train_surrogate_cmd(
             recipe = {
                 "command": "nemic minkowski " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "train-surrogate",
                 "data": name, "patch": patch, "stride": stride, "min_wet_fraction": min_wet,
-                "frame_step": frame_step, "max_patches": max_patches, "train_fraction": train_fraction, "gap": gap, "steps": steps,
-                "batch": batch, "learning_rate": lr, "seed": seed, "n_train": int(tr.size),
+                "frame_step": frame_step, "max_patches": max_patches, "train_fraction": train_fraction, "gap": gap,
+                "steps": builds[label][1], "batch": batch if label != "surrogate_v2" else v2_batch,
+                "learning_rate": builds[label][2], "seed": seed, "n_train": int(tr.size),
                 "train_until": str(patches.time.values[tr].max())[:19],
             }
             extra = {"recipe": recipe, "test_report": rec,
@@ -245,4 +258,5 @@ def train_surrogate_cmd(
         report["seconds_total"] = time.perf_counter() - t_start
         write_json(report, stage / "report.json")
     console.print(table)
-    console.print(f"wrote {out}/surrogate.eqx, surrogate_unconstrained.eqx (+ readable .json), report.json")
+    console.print(f"wrote {out}/surrogate_v2.eqx, surrogate.eqx, surrogate_unconstrained.eqx (+ readable .json), "
+                  "report.json")

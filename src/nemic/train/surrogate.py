@@ -25,6 +25,7 @@ import optax
 
 from nemic.core.errors import ConfigError, DataError
 from nemic.metrics.minkowski.surrogate import polyomino_min_perimeter, stack_measures
+from nemic.nn.minkowski_quad import BitQuadSurrogate  # noqa: F401  (registers the kind for load_module)
 from nemic.nn.minkowski_surrogate import MinkowskiSurrogate
 from nemic.train.checkpoint import CheckpointError, load_module, save_module
 from nemic.train.loop import fit
@@ -121,7 +122,8 @@ def train_surrogate(
 
     Args:
         model: initial :class:`MinkowskiSurrogate` (its scales, offsets and read-out biases are first set from
-            ``targets`` by :func:`init_readout`).
+            ``targets`` by :func:`init_readout`) or :class:`~nemic.nn.minkowski_quad.BitQuadSurrogate` (set by
+            its ``init_from_data``).
         patches: (N, H, W) rain rate in mm/h.
         targets: (N, 4, T) exact (area, perimeter, euler, components) of the patches at ``model.thresholds``.
         steps, batch_size, learning_rate: optimisation settings (cosine-decayed Adam, Kingma & Ba 2015,
@@ -146,7 +148,7 @@ def train_surrogate(
     if not (bool(jnp.all(jnp.isfinite(x))) and bool(jnp.all(jnp.isfinite(y)))):
         raise DataError("surrogate training patches or targets contain NaN/inf values")
     std = jnp.std(y, axis=0) + 1.0
-    model = init_readout(model, x, y)
+    model = model.init_from_data(x, y) if hasattr(model, "init_from_data") else init_readout(model, x, y)
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
     sampler = _WithStd(PatchSampler(x, y, batch_size), std)
     res = fit(model, _measure_loss, sampler, optimizer=opt, n_iters=steps, key=key, callback=callback,
@@ -171,11 +173,20 @@ def load_surrogate(path: str | os.PathLike) -> MinkowskiSurrogate:
     return load_module(base.with_name(base.name + ".eqx"), kind="MinkowskiSurrogate")
 
 
-def load_default_surrogate(constrained: bool = True) -> MinkowskiSurrogate:
-    """The surrogate weights shipped with nemic (``nemic/resources/opera/surrogate*``; recipe in their JSON)."""
-    name = "surrogate" if constrained else "surrogate_unconstrained"
+def load_default_surrogate(constrained: bool = True, version: int = 1) -> Any:
+    """The surrogate weights shipped with nemic (``nemic/resources/opera/surrogate*``; recipe in their JSON).
+
+    ``version=2``: the bit-quad surrogate (:class:`~nemic.nn.minkowski_quad.BitQuadSurrogate`, always
+    constrained); ``version=1``: :class:`MinkowskiSurrogate`, constrained or its unconstrained baseline.
+    """
+    if version not in (1, 2):
+        raise ConfigError(f"version must be 1 or 2, got {version!r}")
+    if version == 2:
+        name, kind = "surrogate_v2", "BitQuadSurrogate"
+    else:
+        name, kind = ("surrogate" if constrained else "surrogate_unconstrained"), "MinkowskiSurrogate"
     ref = resources.files("nemic").joinpath("resources", "opera", f"{name}.eqx")
     if not ref.is_file():
         raise DataError(f"no shipped surrogate weights '{name}' in this installation")
     with resources.as_file(ref) as p:
-        return load_module(Path(p), kind="MinkowskiSurrogate")
+        return load_module(Path(p), kind=kind)

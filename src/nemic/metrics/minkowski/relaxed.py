@@ -56,6 +56,7 @@ __all__ = [
     "relaxed_euler_characteristic",
     "relaxed_minkowski_functionals",
     "relaxed_perimeter",
+    "soft_mask_measures",
     "soft_masks",
 ]
 
@@ -195,6 +196,24 @@ def relaxed_minkowski_functionals(
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _relaxed_core(field, thr, temperature, connectivity, tnorm, ps):
     s = soft_masks(field, thr, temperature)
+    return MinkowskiMeasures(_area(s, ps), _perimeter(s, tnorm, ps), _euler(s, tnorm, connectivity))
+
+
+def soft_mask_measures(
+    masks: Any, connectivity: int = 8, tnorm: str = "product", pixel_size: float | tuple[float, float] | None = None
+) -> MinkowskiMeasures:
+    r"""Area, perimeter and Euler characteristic of given soft masks (..., H, W) with values in [0, 1].
+
+    The same formulas as :func:`relaxed_minkowski_functionals` (module docstring), applied to masks made by any
+    means (e.g. the learned, nested masks of :class:`nemic.nn.minkowski_quad.BitQuadSurrogate`). For 0/1 masks they
+    equal the exact measures of Gray (1971, doi:10.1109/T-C.1971.223289). Returns floats of shape (...).
+    """
+    connectivity = check_connectivity(connectivity)
+    _check_tnorm(tnorm)
+    ps = check_pixel_size(pixel_size)
+    s = jnp.asarray(masks)
+    if s.ndim < 2:
+        raise ConfigError(f"masks must have at least 2 dimensions (..., H, W), got shape {s.shape}")
     return MinkowskiMeasures(_area(s, ps), _perimeter(s, tnorm, ps), _euler(s, tnorm, connectivity))
 
 
