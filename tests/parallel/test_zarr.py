@@ -2,9 +2,13 @@
 recomputing finished chunks, windows streamed with prefetching, and (in a subprocess) a training on a store larger
 than a set memory limit."""
 
+import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -101,3 +105,30 @@ def test_training_streams_a_store_larger_than_the_memory_limit(tmp_path):
     assert r["loss_end"] < 0.1 * r["loss0"]
     assert r["chunks"] == [48, 100, 40] and r["attrs_F"] == 8.0 and r["member_standard_name"] == "realization"
     assert r["finite"]
+
+
+def test_generation_killed_by_sigkill_resumes(tmp_path):
+    """A real kill (SIGKILL, no clean-up) after at least two chunks; the rerun computes only the missing ones."""
+    worker = Path(__file__).parent / "generation_worker.py"
+    store = tmp_path / "killed.zarr"
+    proc = subprocess.Popen([sys.executable, "-u", str(worker), str(store)], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    for line in proc.stdout:
+        if line.startswith("done") and int(line.split()[1]) >= 2 or time.monotonic() > deadline:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    written = done_chunks(store)
+    assert 2 <= len(written) < 8
+    out = subprocess.run([sys.executable, str(worker), str(store)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.split("\n")
+    first = int(lines[0].split()[1])
+    computed = int([x for x in lines if x.startswith("computed")][0].split()[1])
+    assert first == len(written) and computed == 8 - len(written)  # finished chunks were not recomputed
+    spec = importlib.util.spec_from_file_location("generation_worker", worker)
+    w = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(w)
+    ref = ensemble_rollout(w.MODEL, RK4(), Lorenz96State(x=w.X0), dt=0.01, n_steps=200, save_every=10)
+    assert np.max(np.abs(open_zarr(store).x.values - np.asarray(ref.states.x))) <= 1e-12
