@@ -153,23 +153,23 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 
 def process_index() -> int:
-    """This process's rank (0 in a single process)."""
-    return jax.process_index()
+    """This process's rank (0 in a single process; asks no backend to start unless ``jax.distributed`` is on)."""
+    return jax.process_index() if jax.distributed.is_initialized() else 0
 
 
 def process_count() -> int:
-    """Number of processes (1 unless :func:`initialize` joined a group)."""
-    return jax.process_count()
+    """Number of processes (1 unless :func:`initialize`, or ``jax.distributed.initialize``, joined a group)."""
+    return jax.process_count() if jax.distributed.is_initialized() else 1
 
 
 def is_writer() -> bool:
     """True in the one process that writes outputs and checkpoints (process 0)."""
-    return jax.process_index() == 0
+    return process_index() == 0
 
 
 def sync(name: str, timeout: float = 600.0) -> None:
     """A barrier of all processes (nothing in a single process); a one-line ConfigError after ``timeout`` s."""
-    if jax.process_count() == 1:
+    if process_count() == 1:
         return
     _BARRIERS["n"] += 1
     try:
