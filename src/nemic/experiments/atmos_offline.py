@@ -49,11 +49,11 @@ class OfflineConfig:
     width: int = 128
     depth: int = 3
     activation: str = "silu"
-    n_iters: int = 6000
+    n_iters: int = 3000
     batch_size: int = 512
     learning_rate: float = 1e-3
-    max_train_columns: int = 400_000
-    max_test_columns: int = 200_000
+    max_train_columns: int = 60_000
+    max_test_columns: int = 100_000
     seed: int = 0
 
     def __post_init__(self):

@@ -1,0 +1,126 @@
+"""Online training of the hybrid atmosphere: dinosaur's core + the column network, through short rollouts
+against the truth, with a rollout-length curriculum (Kochkov et al. 2024, Nature 632, 1060-1066,
+doi:10.1038/s41586-024-07744-y).
+
+The hybrid is ``PrimitiveEquations + ColumnPhysics(grid, PackedColumnFunction(net, L), insolation="daily")``;
+its levels must be the truth's (a truth made with ``vertical = "equidistant"`` for the core's default grid). The
+reference trajectory is the truth's 6-hourly states converted to the core's spectral state
+(``model.from_fields``); each iteration rolls the hybrid out from ``batch_size`` truth states for ``n`` saves and
+scores every saved state with a normalised mean squared error (each state variable divided by its variance over the
+reference, so vorticity, divergence, temperature, log surface pressure and humidity weigh alike). The curriculum
+grows ``n`` from 6 hours to a day (:func:`nemic.train.online.fit_online`, the one loop underneath).
+:func:`forecast_rmse` scores forecasts of 1-5 days against the held-out truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from nemic.core.errors import DataError
+from nemic.core.rollout import rollout
+from nemic.models.atmosphere import AtmosphereFields, ColumnPhysics, PackedColumnFunction, PrimitiveEquations
+from nemic.nn.column import ColumnNet
+from nemic.train.online import fit_online
+
+__all__ = ["OnlineConfig", "hybrid", "reference_states", "state_loss", "train_online", "forecast_rmse"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineConfig:
+    """Settings of online training: time step, curriculum ``((saves, iterations), ...)``, batch, learning rate."""
+
+    dt: float = 1200.0
+    curriculum: tuple = ((1, 100), (2, 100), (4, 100))
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    seed: int = 0
+
+
+def hybrid(model: PrimitiveEquations, net: ColumnNet, insolation: str = "daily", day0: float = 0.0):
+    """``model + ColumnPhysics(net)``; a one-line :class:`DataError` when the net's levels are not the model's."""
+    sig = 0.5 * (np.asarray(net.sigma_boundaries[1:]) + np.asarray(net.sigma_boundaries[:-1]))
+    if sig.shape != model.grid.sigma.shape or not np.allclose(sig, model.grid.sigma, atol=1e-6):
+        raise DataError(f"the column network was trained on sigma levels {np.round(sig, 3).tolist()} but the model "
+                        f"has {np.round(model.grid.sigma, 3).tolist()}")
+    return model + ColumnPhysics(model.grid, PackedColumnFunction(net, net.levels), insolation=insolation, day0=day0)
+
+
+def reference_states(model: PrimitiveEquations, ds: xr.Dataset):
+    """The truth's states as the model's spectral states, leaves with a leading time axis."""
+    if not np.allclose(ds["level"].values, model.grid.sigma, atol=1e-6):
+        raise DataError(f"the truth has sigma levels {np.round(ds['level'].values, 3).tolist()} but the model has "
+                        f"{np.round(model.grid.sigma, 3).tolist()}")
+    f = AtmosphereFields(jnp.asarray(ds["T"].values, float), jnp.asarray(ds["u"].values, float),
+                         jnp.asarray(ds["v"].values, float), jnp.asarray(ds["q"].values, float),
+                         jnp.asarray(ds["ps"].values, float), None)
+    return jax.vmap(model.from_fields)(f)
+
+
+def state_loss(reference: Any):
+    """``metric(pred, target)``: mean over state variables of the mean squared error divided by the variable's
+    variance over ``reference``."""
+    var = jax.tree_util.tree_map(lambda x: jnp.maximum(jnp.var(x), 1e-30), reference)
+
+    def metric(pred, target):
+        terms = jax.tree_util.tree_map(lambda p, t, v: jnp.mean((p - t) ** 2) / v, pred, target, var)
+        leaves = jax.tree_util.tree_leaves(terms)
+        return sum(leaves) / len(leaves)
+
+    return metric
+
+
+def train_online(net: ColumnNet, model: PrimitiveEquations, train: xr.Dataset, cfg: OnlineConfig, *,
+                 progress: bool = True, checkpoint_dir=None) -> tuple[ColumnNet, list[float]]:
+    """Fit ``net`` through rollouts of ``hybrid(model, net)`` against the truth ``train`` (6-hourly saves)."""
+    ref = reference_states(model, train)
+    t_days = np.asarray(train["time"].values)
+    if np.issubdtype(t_days.dtype, np.datetime64):
+        t_days = (t_days - np.datetime64("2000-01-01")) / np.timedelta64(1, "D")
+    save_s = float(np.median(np.diff(t_days))) * 86400.0
+    save_every = int(round(save_s / cfg.dt))
+    if abs(save_every * cfg.dt - save_s) > 1e-6:
+        raise DataError(f"the truth's save interval ({save_s:g} s) is not a whole number of steps of {cfg.dt:g} s")
+    return fit_online(net, lambda n: hybrid(model, n), model.default_stepper(), ref, dt=cfg.dt,
+                      save_every=save_every, curriculum=cfg.curriculum, batch_size=cfg.batch_size,
+                      learning_rate=cfg.learning_rate, key=jax.random.key(cfg.seed), loss=state_loss(ref),
+                      reference_times=jnp.asarray(t_days * 86400.0), progress=progress,
+                      checkpoint_dir=checkpoint_dir)
+
+
+def forecast_rmse(process, model: PrimitiveEquations, test: xr.Dataset, *, dt: float = 1200.0,
+                  lead_days: int = 5, n_starts: int = 4) -> dict[str, list[float]]:
+    """RMSE of T [K], u [m/s], q [kg/kg] and ps [Pa] of forecasts by ``process`` from ``n_starts`` truth states of
+    ``test`` against the truth at leads 1..``lead_days`` days (mean over starts, grid points and levels)."""
+    t_days = np.asarray(test["time"].values, dtype=float)
+    per_day = int(round(1.0 / float(np.median(np.diff(t_days)))))
+    n_days = (len(t_days) - 1) // per_day
+    if n_days < lead_days:
+        raise DataError(f"the test period has {n_days} days, fewer than the {lead_days}-day lead")
+    starts = np.linspace(0, len(t_days) - 1 - lead_days * per_day, n_starts).astype(int)
+    steps_per_day = int(round(86400.0 / dt))
+    ref = reference_states(model, test)
+
+    @eqx.filter_jit
+    def run(state0, t0):
+        traj = rollout(process, model.default_stepper(), state0, dt=dt, n_steps=lead_days * steps_per_day,
+                       save_every=steps_per_day, observe=model.observe, t0=t0)
+        return traj.states
+
+    sq = {"T": [], "u": [], "q": [], "ps": []}
+    for s in starts:
+        state0 = jax.tree_util.tree_map(lambda x: x[s], ref)
+        f = run(state0, t_days[s] * 86400.0)
+        idx = s + per_day * np.arange(1, lead_days + 1)
+        for k, name in (("T", "air_temperature"), ("u", "eastward_wind"), ("q", "specific_humidity"),
+                        ("ps", "surface_air_pressure")):
+            pred = np.asarray(getattr(f, name))
+            truth = test[k].values[idx]
+            sq[k].append(((pred - truth) ** 2).reshape(lead_days, -1).mean(-1))
+    return {k: np.sqrt(np.mean(v, axis=0)).tolist() for k, v in sq.items()}
