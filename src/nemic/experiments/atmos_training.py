@@ -76,13 +76,19 @@ def state_loss(reference: Any):
     return metric
 
 
+def _days(ds: xr.Dataset) -> np.ndarray:
+    """The dataset's times as days since 2000-01-01 (decoded datetimes or plain numbers)."""
+    t = np.asarray(ds["time"].values)
+    if np.issubdtype(t.dtype, np.datetime64):
+        return (t - np.datetime64("2000-01-01")) / np.timedelta64(1, "D")
+    return t.astype(float)
+
+
 def train_online(net: ColumnNet, model: PrimitiveEquations, train: xr.Dataset, cfg: OnlineConfig, *,
                  progress: bool = True, checkpoint_dir=None) -> tuple[ColumnNet, list[float]]:
     """Fit ``net`` through rollouts of ``hybrid(model, net)`` against the truth ``train`` (6-hourly saves)."""
     ref = reference_states(model, train)
-    t_days = np.asarray(train["time"].values)
-    if np.issubdtype(t_days.dtype, np.datetime64):
-        t_days = (t_days - np.datetime64("2000-01-01")) / np.timedelta64(1, "D")
+    t_days = _days(train)
     save_s = float(np.median(np.diff(t_days))) * 86400.0
     save_every = int(round(save_s / cfg.dt))
     if abs(save_every * cfg.dt - save_s) > 1e-6:
@@ -98,7 +104,7 @@ def forecast_rmse(process, model: PrimitiveEquations, test: xr.Dataset, *, dt: f
                   lead_days: int = 5, n_starts: int = 4) -> dict[str, list[float]]:
     """RMSE of T [K], u [m/s], q [kg/kg] and ps [Pa] of forecasts by ``process`` from ``n_starts`` truth states of
     ``test`` against the truth at leads 1..``lead_days`` days (mean over starts, grid points and levels)."""
-    t_days = np.asarray(test["time"].values, dtype=float)
+    t_days = _days(test)
     per_day = int(round(1.0 / float(np.median(np.diff(t_days)))))
     n_days = (len(t_days) - 1) // per_day
     if n_days < lead_days:
