@@ -278,6 +278,9 @@ def fit(
             batch = draw(sample, k_it, it if on_host else jnp.asarray(it, jnp.int32))
             new, new_opt, new_ema, (value, aux, gnorm, ok) = step(params, static, opt_state, ema, batch,
                                                                   jax.random.fold_in(k_it, 1))
+            # the shown and checked scalars come to the host in one transfer; weights stay on the device
+            aux = {name: v for name, v in aux.items() if jnp.ndim(v) == 0}
+            value, gnorm, ok, aux = jax.device_get((value, gnorm, ok, aux))
             value, gnorm, ok = float(value), float(gnorm), bool(ok)
             bad = (f"loss became {value}" if not math.isfinite(value) else
                    f"gradient norm became {gnorm}" if not math.isfinite(gnorm) else
@@ -290,8 +293,7 @@ def fit(
             params, opt_state, ema = new, new_opt, new_ema
             history.append(value)
             for name, v in aux.items():
-                if jnp.ndim(v) == 0:
-                    aux_history.setdefault(name, []).append(float(v))
+                aux_history.setdefault(name, []).append(float(v))
             if callback is not None:
                 callback(it, value)
             if it % 10 == 0 or it == n_iters - 1:
