@@ -110,8 +110,13 @@ def check_truth(ds: xr.Dataset, *, where: str = "truth", truncation: int | None 
         bad = ~np.isfinite(arr)
         if bad.any():
             idx = np.argwhere(bad)[0]
-            t = float(ds["time"].values[idx[0]]) if ds[v].dims[0] == "time" else None
-            at = f" at time {t:g} days" if t is not None else ""
+            at = ""
+            if ds[v].dims[0] == "time":
+                t = np.asarray(ds["time"].values[idx[0]])
+                if np.issubdtype(t.dtype, np.datetime64):
+                    at = f" at {np.datetime_as_string(t, unit='h')}"
+                else:
+                    at = f" at time {float(t):g} days"
             raise DataError(f"{where}: variable {v!r} has {int(bad.sum())} non-finite value(s){at}")
     return ds
 
