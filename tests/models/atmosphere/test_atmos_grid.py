@@ -115,6 +115,8 @@ def test_bad_input_one_line_errors(model):
     other = PrimitiveEquations(layers=5).initial_state()
     with pytest.raises(DataError, match="5 levels but the grid has 8"):
         simulate(model, None, other, dt=model.dt, n_steps=1)
+    with pytest.raises(DataError, match="5 levels but the grid has 8"):  # also with terms added to the core
+        simulate(model + HeldSuarez(model.grid), None, other, dt=model.dt, n_steps=1)
     s = model.initial_state()
     bad = s.__class__(s.vorticity.at[0, 0, 0].set(jnp.nan), s.divergence, s.temperature_variation,
                       s.log_surface_pressure, s.specific_humidity)

@@ -30,7 +30,11 @@ from dinosaur import primitive_equations
 from nemic.core.errors import ConfigError
 from nemic.core.process import AbstractImplicitProcess, AbstractProcess
 from nemic.models.atmosphere.grid import AtmosphereGrid
-from nemic.models.atmosphere.state import HUMIDITY_KEY, AtmosphereState
+from nemic.models.atmosphere.state import (
+    HUMIDITY_KEY,
+    AtmosphereState,
+    check_atmosphere_state,
+)
 
 
 @functools.cache
@@ -59,6 +63,11 @@ class PrimitiveEquationsExplicit(AbstractProcess):
     def tendency(self, state: AtmosphereState, t: Any, key: Any = None) -> AtmosphereState:
         eq = dinosaur_equation(self.grid, self.moist)
         return _per_second(self.grid, eq.explicit_terms(state.to_dinosaur()), None)
+
+    def check_state(self, state: Any) -> None:
+        """One-line :class:`DataError` when ``state`` does not fit the grid (found by the rollout's checks in a
+        model with added terms, whose core this is)."""
+        check_atmosphere_state(self.grid, state)
 
 
 class PrimitiveEquationsImplicit(AbstractImplicitProcess):

@@ -37,7 +37,11 @@ from nemic.models.atmosphere.filters import (
     surface_pressure,
 )
 from nemic.models.atmosphere.grid import AtmosphereGrid
-from nemic.models.atmosphere.state import AtmosphereFields, AtmosphereState
+from nemic.models.atmosphere.state import (
+    AtmosphereFields,
+    AtmosphereState,
+    check_atmosphere_state,
+)
 
 
 def fields_from_state(grid: AtmosphereGrid, state: AtmosphereState, precipitation: Any = None) -> AtmosphereFields:
@@ -198,21 +202,7 @@ class PrimitiveEquations(ImplicitExplicit, AbstractModel):
 
     def check_state(self, state: Any) -> None:
         """One-line :class:`DataError` when ``state`` is not an :class:`AtmosphereState` of this grid."""
-        if not isinstance(state, AtmosphereState):
-            raise DataError(f"the atmosphere's state must be an AtmosphereState (model.initial_state()), got "
-                            f"{type(state).__name__}")
-        g = self.grid
-        for name in ("vorticity", "divergence", "temperature_variation", "specific_humidity"):
-            shape = tuple(np.shape(getattr(state, name)))
-            if len(shape) != 3:
-                raise DataError(f"state.{name} has shape {shape}, expected {g.modal_shape}")
-            g.check_levels(shape[0], f"state.{name}")
-            if shape[1:] != g.modal_shape[1:]:
-                raise DataError(f"state.{name} has modal shape {shape[1:]} but T{g.truncation} needs "
-                                f"{g.modal_shape[1:]}")
-        if tuple(np.shape(state.log_surface_pressure)) != g.surface_modal_shape:
-            raise DataError(f"state.log_surface_pressure has shape {np.shape(state.log_surface_pressure)}, expected "
-                            f"{g.surface_modal_shape}")
+        check_atmosphere_state(self.grid, state)
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments as plain numbers (for dataset attributes)."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import jax
+import numpy as np
 from dinosaur import primitive_equations
 
+from nemic.core.errors import DataError
 from nemic.core.state import AbstractState
 
 HUMIDITY_KEY = "specific_humidity"
@@ -96,3 +98,21 @@ class AtmosphereFields(AbstractState):
                                "long_name": "precipitation rate"},
     }
     time_units: ClassVar[str] = "s"
+
+
+def check_atmosphere_state(grid: Any, state: Any) -> None:
+    """One-line :class:`DataError` when ``state`` is not an :class:`AtmosphereState` on ``grid`` (an :class:`~nemic.models.atmosphere.grid.AtmosphereGrid`)."""
+    if not isinstance(state, AtmosphereState):
+        raise DataError(f"the atmosphere's state must be an AtmosphereState (model.initial_state()), got "
+                        f"{type(state).__name__}")
+    for name in ("vorticity", "divergence", "temperature_variation", "specific_humidity"):
+        shape = tuple(np.shape(getattr(state, name)))
+        if len(shape) != 3:
+            raise DataError(f"state.{name} has shape {shape}, expected {grid.modal_shape}")
+        grid.check_levels(shape[0], f"state.{name}")
+        if shape[1:] != grid.modal_shape[1:]:
+            raise DataError(f"state.{name} has modal shape {shape[1:]} but T{grid.truncation} needs "
+                            f"{grid.modal_shape[1:]}")
+    if tuple(np.shape(state.log_surface_pressure)) != grid.surface_modal_shape:
+        raise DataError(f"state.log_surface_pressure has shape {np.shape(state.log_surface_pressure)}, expected "
+                        f"{grid.surface_modal_shape}")
