@@ -9,8 +9,8 @@ Used by the mkdocs hook (docs/hooks.py) and by hand::
 
     .venv/bin/python docs/build_tutorials.py docs/tutorials/fundamentals.py --out /tmp/fundamentals
 
-Results are cached under build/tutorials/ by a hash of the script and of every file in src/nemic, so a rebuild
-after editing only the prose of another page reruns nothing, and any change to the library reruns everything.
+Results are cached under build/tutorials/ by a hash of the script's code cells and of every file in src/nemic, so
+a rebuild after editing only prose reruns nothing, and any change to the code or the library reruns it.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def read_cells(path: Path) -> list[tuple[str, str]]:
 
 
 def _source_hash(path: Path) -> str:
-    h = hashlib.sha256(path.read_bytes())
+    """Hash of the script's code cells (prose edits rerun nothing) and of every file of the library."""
+    h = hashlib.sha256(json.dumps([src for kind, src in read_cells(path) if kind == "code"]).encode())
     for f in sorted((ROOT / "src" / "nemic").rglob("*")):
         if f.is_file() and "__pycache__" not in f.parts:
             h.update(str(f.relative_to(ROOT)).encode())

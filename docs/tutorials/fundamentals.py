@@ -202,6 +202,7 @@ ax.legend(fontsize=8, loc="lower left")
 # \delta_2 = \frac{2}{N}(\hat y - y),\quad \frac{\partial L}{\partial W_2} = \delta_2^\top h,\quad
 # \frac{\partial L}{\partial b_2} = \textstyle\sum_i \delta_2,
 # \]
+#
 # \[
 # \delta_1 = (\delta_2 W_2) \odot (1 - h^2),\quad \frac{\partial L}{\partial W_1} = \delta_1^\top x,\quad
 # \frac{\partial L}{\partial b_1} = \textstyle\sum_i \delta_1.
