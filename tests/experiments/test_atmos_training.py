@@ -56,7 +56,8 @@ def test_online_training_runs_through_the_loop(model):
     ds = xr.Dataset({"T": (dims3, np.asarray(f.air_temperature)), "u": (dims3, np.asarray(f.eastward_wind)),
                      "v": (dims3, np.asarray(f.northward_wind)), "q": (dims3, np.asarray(f.specific_humidity)),
                      "ps": (dims2, np.asarray(f.surface_air_pressure))},
-                    coords={"time": 0.25 * np.arange(1, 4), "level": m.grid.sigma, "lat": lat, "lon": lon})
+                    coords={"time": 0.25 * np.arange(f.air_temperature.shape[0]), "level": m.grid.sigma,
+                            "lat": lat, "lon": lon})
     net = ColumnNet(EQ, width=8, depth=1, key=jax.random.key(0), zero_init=True)
     x = ColumnNet.pack(jnp.full(8, 270.0), jnp.full(8, 1e-3), jnp.ones(8), jnp.ones(8), 1e5, 300.0, 10.0)
     net = net.with_statistics(x, jnp.ones_like(x), jnp.full(32, 1e-5), 3e-5)
