@@ -193,7 +193,7 @@ def train_models(cfg: DownscalingConfig, train: np.ndarray, *, progress: bool = 
     trust = None
     if "mse_minkowski_surrogate" in cfg.models:
         surrogate = load_default_surrogate()
-        calib = train[evenly(train.shape[0], 128)]
+        calib = train[evenly(train.shape[0], 64)]
         tau, stats = calibrate_trust(surrogate, calib, cfg.trust_weight_at_p90)
         trust = TrustGatedMinkowski(surrogate, tau)
         record["trust_gate"] = {"tau": tau, **stats, "surrogate_thresholds": np.asarray(surrogate.thresholds).tolist(),
@@ -351,7 +351,9 @@ def run_evaluate(out: str | Path, data: str | Path | None = None, weights: str |
     wdir = Path(weights) if weights is not None else default_weights_dir()
     models, recipes = load_models(wdir)
     recipe = dict(next(iter(recipes.values())))
-    recipe = {k: v for k, v in recipe.items() if k in {f.name for f in dataclasses.fields(DownscalingConfig)}}
+    # the weights fix the data and network settings; the evaluation's own sizes keep their defaults
+    recipe = {k: v for k, v in recipe.items() if k in {f.name for f in dataclasses.fields(DownscalingConfig)}
+              and k not in ("members", "max_test_patches")}
     recipe.update(overrides or {})
     recipe["models"] = tuple(models)
     cfg = from_dict(DownscalingConfig, recipe)
