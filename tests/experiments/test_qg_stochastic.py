@@ -53,6 +53,10 @@ def test_warm_start_equals_the_deterministic_closure_and_weights_round_trip(tmp_
     np.testing.assert_array_equal(np.asarray(back.noise.log_tau), np.asarray(st.noise.log_tau))
     with pytest.raises(ConfigError):
         StochasticCNNClosure.from_deterministic(det, lo, tau=-1.0, key=jax.random.key(1))
+    if not jax.config.jax_enable_x64:  # float32: a long correlation length would make NaN gradients
+        with pytest.raises(ConfigError, match="too long"):
+            StochasticCNNClosure.from_deterministic(det, get_config("eddy", nx=64), length=4.0,
+                                                    key=jax.random.key(1))
     with pytest.raises(ConfigError, match="no noise state"):
         st.tendency(lo.initial_state(q=q), 0.0)
 

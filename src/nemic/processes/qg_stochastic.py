@@ -97,6 +97,12 @@ class StochasticCNNClosure(AbstractProcess):
         check_positive("noise_weight", noise_weight, allow_zero=True)
         g = as_grid(grid)
         noise = GaussianRandomField((g.ny, g.nx), sigma=sigma, length=length, tau=tau, channels=channels)
+        if not bool(jnp.all(jnp.isfinite(jax.grad(lambda n: jnp.sum(n.filter()))(noise).log_length))):
+            # exp(-k^2 L^2 / 2) underflows at the largest wavenumbers (float32: L above ~2.9 grid points), and
+            # the gradient of its square root there is not finite
+            raise ConfigError(f"the random field's correlation length {length} grid points is too long for "
+                              f"{noise.log_length.dtype} on a {g.ny}x{g.nx} grid (its spectral filter underflows and "
+                              "gradients become NaN); use a shorter length or float64")
         det = closure.net
         cfg = det.config()
         k_net, k_w = jax.random.split(key)
