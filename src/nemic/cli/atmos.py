@@ -93,8 +93,8 @@ def run(
     model = PrimitiveEquations(truncation, layers, dt=dt, fix_dry_mass=fix_dry_mass)
     g = model.grid
     process = model + HeldSuarez(g) if forcing == "held-suarez" else model
-    save_every = int(round(save_hours * 3600 / dt))
-    n_steps = max(save_every, int(round(days * 86400 / dt / save_every)) * save_every)
+    save_every = round(save_hours * 3600 / dt)
+    n_steps = max(save_every, round(days * 86400 / dt / save_every) * save_every)
     state = model.initial_state(jax.random.key(seed), perturbation=5e3)
     settings = {"days": days, "forcing": forcing, "truncation": truncation, "layers": layers, "dt": dt,
                 "save_hours": save_hours, "seed": seed, "fix_dry_mass": fix_dry_mass}
