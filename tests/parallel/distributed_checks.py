@@ -15,6 +15,7 @@ import optax
 jax.config.update("jax_enable_x64", True)
 
 from nemic.core import RK4, AR1Noise  # noqa: E402
+from nemic.data.zarr_store import generate_ensemble, open_zarr  # noqa: E402
 from nemic.io.runs import run_transaction  # noqa: E402
 from nemic.models.lorenz96 import Lorenz96, Lorenz96State  # noqa: E402
 from nemic.parallel import gather, initialize, make_mesh, sharded_ensemble_rollout  # noqa: E402
@@ -44,6 +45,10 @@ def main(pid: int, n: int, port: int, work: Path) -> None:
     ens = sharded_ensemble_rollout(model, RK4(), Lorenz96State(x=x0), mesh=make_mesh(ensemble=-1), keys=keys,
                                    dt=0.01, n_steps=100, save_every=10)
     x = gather(ens.states.x)
+    # a chunked zarr generation over the same mesh: each chunk sharded over the processes, written by process 0
+    store = generate_ensemble(work / "ens.zarr", model, RK4(), Lorenz96State(x=x0), keys=keys, dt=0.01, n_steps=100,
+                              save_every=10, chunk_members=4, mesh=make_mesh(ensemble=-1))
+    zx = open_zarr(store).x.values  # every process reads what process 0 wrote
 
     kx, ky, km = jax.random.split(jax.random.key(2), 3)
     X = jax.random.normal(kx, (128, 3))
@@ -60,7 +65,7 @@ def main(pid: int, n: int, port: int, work: Path) -> None:
                      callback=lambda it, loss: ran.append(it), **opts)
         (stage / "who.json").write_text(json.dumps({"writer": jax.process_index()}))
     leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(eqx.filter(second.model, eqx.is_array))]
-    np.savez(work / f"result{pid}.npz", x=x, n_devices=jax.device_count(), history=np.asarray(second.history),
+    np.savez(work / f"result{pid}.npz", x=x, zx=zx, n_devices=jax.device_count(), history=np.asarray(second.history),
              iterations_run=np.asarray(ran), first_len=len(first.history), **{f"p{i}": v for i, v in enumerate(leaves)})
 
 

@@ -1,6 +1,7 @@
-"""Two processes on localhost joined by ``jax.distributed`` (CPU collectives) give the same ensemble and the same
-trained parameters as one process; outputs and checkpoints are written once (by process 0) and read by both; bad
-settings (a process id out of range, a coordinator that does not answer) are one-line errors, never a hang."""
+"""Two processes on localhost joined by ``jax.distributed`` (CPU collectives) give the same ensemble, the same
+chunked zarr generation and the same trained parameters as one process; outputs, stores and checkpoints are
+written once (by process 0) and read by both; bad settings (a process id out of range, a coordinator that does
+not answer) are one-line errors, never a hang."""
 
 import json
 import os
@@ -46,6 +47,7 @@ def test_two_processes_equal_one(tmp_path):
         d = np.load(two / f"result{i}.npz")
         assert int(d["n_devices"]) == 2  # one device per process, one mesh over both
         assert np.max(np.abs(d["x"] - r["x"])) <= 1e-12
+        assert np.max(np.abs(d["zx"] - r["x"])) <= 1e-12  # the zarr generation over both processes
         params = [k for k in r.files if k.startswith("p")]
         assert params and max(np.max(np.abs(d[k] - r[k])) for k in params) <= 1e-10
         # the second training resumed from process 0's checkpoint in both processes: it ran iterations 4 and 5
