@@ -126,7 +126,7 @@ def forecast_rmse(process, model: PrimitiveEquations, test: xr.Dataset, *, dt: f
         idx = s + per_day * np.arange(1, lead_days + 1)
         for k, name in (("T", "air_temperature"), ("u", "eastward_wind"), ("q", "specific_humidity"),
                         ("ps", "surface_air_pressure")):
-            pred = np.asarray(getattr(f, name))
+            pred = np.asarray(getattr(f, name))[1:]  # the rollout's first save is the start state
             truth = test[k].values[idx]
             sq[k].append(((pred - truth) ** 2).reshape(lead_days, -1).mean(-1))
     return {k: np.sqrt(np.mean(v, axis=0)).tolist() for k, v in sq.items()}
