@@ -19,7 +19,7 @@ COLORS = {"truth": "k", "nearest": "0.6", "mse": "tab:blue", "mse_minkowski_rela
 def _show(ax, field: np.ndarray, title: str, vmax: float) -> Any:
     im = ax.imshow(np.where(field > 0, field, np.nan), norm=LogNorm(0.1, vmax), cmap="viridis",
                    interpolation="nearest")
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title.replace("_minkowski", "\n+ minkowski"), fontsize=7)
     ax.set_xticks([])
     ax.set_yticks([])
     return im
