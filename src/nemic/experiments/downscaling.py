@@ -170,6 +170,7 @@ def build_model(name: str, cfg: DownscalingConfig, key: jax.Array, latent_scale:
 
 
 def relaxed_loss(cfg: DownscalingConfig) -> MinkowskiLoss:
+    """The relaxed Minkowski loss of the recipe: ``cfg.thresholds``, ``cfg.temperature``, log1p transform."""
     return MinkowskiLoss(cfg.thresholds, method="relaxed", temperature=cfg.temperature, transform="log1p")
 
 
