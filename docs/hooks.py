@@ -5,7 +5,7 @@
 - ``on_files``: runs every script in docs/tutorials/ and docs/howto/ (docs/build_tutorials.py) and adds its Markdown page and
   figures to the site; writes the API pages (``::: nemic.<package>.<module>`` for mkdocstrings).
 - ``on_page_markdown``: links to feature pages that have not landed yet (``OPTIONAL_PAGES``) become plain text.
-- ``on_page_content``: drops Sphinx roles (``:func:``) before code in docstrings, and turns the LaTeX that ``pymdownx.arithmatex`` marks into MathML (latex2mathml), which
+- ``on_page_content``: drops Sphinx roles (``:func:``) before code and reST's escaped spaces after it in docstrings, and turns the LaTeX that ``pymdownx.arithmatex`` marks into MathML (latex2mathml), which
   browsers render natively, so the site needs no JavaScript and no network for math, at build or view time.
 """
 
@@ -133,7 +133,12 @@ def on_page_markdown(markdown, page, config, files):
 _ROLE = re.compile(r":(?:mod|func|class|meth|attr|data|obj|exc|math):(<code>)~?")
 
 
+# reStructuredText's escaped space after inline code ("``X``\\ s", a plural) renders as "Xs"
+_ESCAPED_SPACE = re.compile(r"(</code>)\\ ")
+
+
 def on_page_content(content, page, config, files):
     content = _ROLE.sub(r"\1", content)
+    content = _ESCAPED_SPACE.sub(r"\1", content)
     content = _BLOCK.sub(lambda m: f'<div class="math">{_mathml(m.group(1), "block")}</div>', content)
     return _INLINE.sub(lambda m: _mathml(m.group(1), "inline"), content)
