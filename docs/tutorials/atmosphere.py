@@ -6,17 +6,22 @@
 # the state is dinosaur's spectral state, the model is an `ImplicitExplicit` process (gravity waves implicit,
 # everything else explicit), and physics is any process added with `+`. This page
 #
-# 1. runs the dry benchmark of **Held & Suarez (1994)**: the atmosphere is relaxed towards a zonally symmetric
-#    equilibrium temperature \(T_{eq}(\phi, \sigma)\) on a time scale of 40 days (4 days at the equatorial
-#    surface), and the winds near the surface are slowed by Rayleigh friction (1 day at the surface), so
-#    \[
-#    \partial_t T = \dots - k_T(\phi, \sigma)\,(T - T_{eq}), \qquad
-#    \partial_t \mathbf v = \dots - k_v(\sigma)\, \mathbf v;
-#    \]
-#    starting from an isothermal atmosphere at rest, the heating gradient builds a pole-to-equator temperature
-#    contrast and, by thermal wind balance, westerly jets;
+# 1. runs the dry benchmark of **Held & Suarez (1994)**, a climate with no physics but a relaxation of the
+#    temperature and friction near the surface (below);
 # 2. shows the **column-physics contract**: a function of one column's profiles returning tendencies is applied
 #    to every column of the globe, and a network whose output layer is zero reproduces the core exactly.
+#
+# In Held-Suarez, the temperature is relaxed towards a zonally symmetric equilibrium \(T_{eq}(\phi, \sigma)\)
+# on a time scale of 40 days (4 days at the equatorial surface), and the winds near the surface are slowed by
+# Rayleigh friction (1 day at the surface):
+#
+# \[
+# \partial_t T = \dots - k_T(\phi, \sigma)\,(T - T_{eq}), \qquad
+# \partial_t \mathbf v = \dots - k_v(\sigma)\, \mathbf v.
+# \]
+#
+# Started from an isothermal atmosphere at rest, the heating gradient builds a pole-to-equator temperature
+# contrast and, by thermal wind balance, westerly jets.
 #
 # The settings are small so that the page runs in about a minute on a laptop CPU: T21 (a \(32 \times 64\)
 # Gaussian grid, about 5.6 degrees), 8 sigma levels, a 40-minute step and 12 days. The physical spin-up of the
