@@ -5,7 +5,7 @@
 - ``on_files``: runs every script in docs/tutorials/ and docs/howto/ (docs/build_tutorials.py) and adds its Markdown page and
   figures to the site; writes the API pages (``::: nemic.<package>.<module>`` for mkdocstrings).
 - ``on_page_markdown``: links to feature pages that have not landed yet (``OPTIONAL_PAGES``) become plain text.
-- ``on_page_content``: drops Sphinx roles (``:func:``) before code and reST's escaped spaces after it in docstrings, and turns the LaTeX that ``pymdownx.arithmatex`` marks into MathML (latex2mathml), which
+- ``on_page_content``: drops Sphinx roles (``:func:``) before code and reST's escaped spaces after it in docstrings, and turns the LaTeX that ``pymdownx.arithmatex`` marks (and reST's ``.. math::`` and ``:math:`` in docstrings) into MathML (latex2mathml), which
   browsers render natively, so the site needs no JavaScript and no network for math, at build or view time.
 """
 
@@ -137,7 +137,26 @@ _ROLE = re.compile(r":(?:mod|func|class|meth|attr|data|obj|exc|math):(<code>)~?"
 _ESCAPED_SPACE = re.compile(r"(</code>)\\ ")
 
 
+# reStructuredText math in docstrings: ".. math:: TEX" paragraphs and ":math:`TEX`" roles, rendered as MathML
+# (left as written if the TeX has been touched by Markdown or cannot be converted)
+_RST_BLOCK = re.compile(r"<p>\.\. math::\s*(.*?)</p>", re.S)
+_RST_INLINE = re.compile(r":math:<code>(.*?)</code>", re.S)
+
+
+def _rst_math(m: re.Match, display: str) -> str:
+    tex = m.group(1)
+    if "<" in tex:
+        return m.group(0)
+    try:
+        out = _mathml(tex, display)
+    except Exception:                   # noqa: BLE001 - any TeX latex2mathml cannot read stays as text
+        return m.group(0)
+    return f'<div class="math">{out}</div>' if display == "block" else out
+
+
 def on_page_content(content, page, config, files):
+    content = _RST_BLOCK.sub(lambda m: _rst_math(m, "block"), content)
+    content = _RST_INLINE.sub(lambda m: _rst_math(m, "inline"), content)
     content = _ROLE.sub(r"\1", content)
     content = _ESCAPED_SPACE.sub(r"\1", content)
     content = _BLOCK.sub(lambda m: f'<div class="math">{_mathml(m.group(1), "block")}</div>', content)
