@@ -99,7 +99,7 @@ class Lorenz96(AbstractModel):
 
     Args:
         F: forcing (non-dimensional), scalar or shape (K,).
-        K: number of variables (static grid; ``None``: any K >= 4, taken from the state).
+        K: number of variables (static grid; any K >= 4, taken from the state, when ``None``).
     """
 
     F: jax.Array
@@ -144,7 +144,7 @@ class TwoScaleLorenz96(AbstractModel):
         h: coupling strength; b: spatial-scale ratio; c: time-scale ratio; F: forcing. All non-dimensional
         and differentiable.
         K, J: numbers of large-scale variables and of small-scale variables per large-scale one (static grid;
-        ``None``: taken from the state).
+            taken from the state when ``None``).
     """
 
     h: jax.Array
