@@ -90,7 +90,7 @@ class L96StochasticConfig:
     noise_tau: float = 0.1
     noise_weight: float = 0.3
     crps_members: int = 4
-    crps_curriculum: tuple = ((5, 150), (20, 150), (40, 150))
+    crps_curriculum: tuple = ((5, 150), (20, 150), (40, 150), (80, 100))
     crps_batch: int = 16
     crps_lr: float = 2e-3
     seed: int = 0
