@@ -1,4 +1,4 @@
-"""``nemic atmos generate`` and ``nemic atmos train --offline``: the SPEEDY truth and the offline column physics.
+"""``nemic atmos generate`` and ``nemic atmos train --offline|--online``: the SPEEDY truth and the column physics.
 
 The command functions are registered on the ``nemic atmos`` group by :mod:`nemic.cli.atmos`; this module also
 defines its own ``app`` with the same two commands (used in tests).
@@ -21,7 +21,7 @@ def generate(
                              "metrics.json (replaced whole when the run finishes)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file overriding the truth settings "
                                           "(truncation, target_truncation, layers, spinup_days, days, test_days, "
-                                          "save_hours, chunk_days)."),
+                                          "save_hours, chunk_days, sst_offset [K] added to the control SSTs)."),
     quick: bool = typer.Option(False, "--quick", help="A few days (minutes, mostly compilation): a smoke test."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
@@ -55,38 +55,61 @@ def generate(
 def train(
     truth: Path = typer.Option(..., "--truth", help="Directory written by 'nemic atmos generate'."),
     out: Path = typer.Option(Path("runs/atmos_offline"), "--out", help="Directory for column_net.eqx, "
-                             "scores.nc, offline.png and metrics.json (replaced whole when the run finishes)."),
+                             "metrics.json and PNGs (replaced whole when the run finishes)."),
     offline: bool = typer.Option(False, "--offline", help="Fit the column network to the truth's physics "
-                                 "tendencies (the only training this command does so far)."),
+                                 "tendencies (scores.nc, offline.png)."),
+    online: bool = typer.Option(False, "--online", help="Train the network of --init through rollouts of the "
+                                "hybrid against the truth (curriculum of window lengths; online.png)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="With --online: the starting network (.eqx, e.g. "
+                                        "the offline one)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file overriding training settings."),
     quick: bool = typer.Option(False, "--quick", help="Tiny network and few iterations: a smoke test."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the config)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Train the column physics: with --offline, regression on the truth's physics tendencies, precipitation and
-    evaporation, scored on the held-out period (R2 per output and level)."""
+    evaporation, scored on the held-out period (R2 per output and level); with --online, rollouts of the hybrid
+    from truth states (6 h -> 1 day windows), scored by 1-5 day forecast RMSE against the initial network."""
     import dataclasses
 
     from rich.console import Console
 
     from nemic.errors import ConfigError
-    from nemic.experiments.atmos_offline import OfflineConfig, quick_offline_config, train_offline
     from nemic.experiments.config import load_config
 
-    if not offline:
-        raise ConfigError("only offline training is available: pass --offline (online training through rollouts "
-                          "of the hybrid is not in this command yet)")
+    if offline == online:
+        raise ConfigError("pass exactly one of --offline (regression on physics tendencies) and --online "
+                          "(rollouts of the hybrid, with --init NET)")
     console = Console()
     t0 = time.perf_counter()
-    cfg = load_config(OfflineConfig, config, {"seed": seed} if seed is not None else None)
+    log = lambda s: console.print(f"[bold cyan]{s}")  # noqa: E731
+    if online:
+        from nemic.experiments.atmos_online import UNITS, run_online
+        from nemic.experiments.atmos_training import OnlineConfig, quick_online_config
+
+        if init is None:
+            raise ConfigError("--online needs --init NET (a column network, e.g. from 'nemic atmos train --offline')")
+        cls, quick_cfg = OnlineConfig, quick_online_config
+    else:
+        from nemic.experiments.atmos_offline import OfflineConfig, quick_offline_config, train_offline
+
+        cls, quick_cfg = OfflineConfig, quick_offline_config
+    cfg = load_config(cls, config, {"seed": seed} if seed is not None else None)
     if quick:
-        defaults, q = OfflineConfig(), quick_offline_config()
+        defaults, q = cls(), quick_cfg()
         changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
                    if getattr(cfg, f.name) != getattr(defaults, f.name)}
         cfg = dataclasses.replace(q, **changed)
-    m = train_offline(cfg, truth, out, progress=progress, log=lambda s: console.print(f"[bold cyan]{s}"))
-    console.print(f"test loss {m['test_loss']:.4f} (zero network {m['test_loss_zero_network']:.4f}); "
-                  f"precipitation RMSE {m['rmse_precipitation_mm_day']:.3f} mm/day")
+    if online:
+        m = run_online(cfg, truth, init, out, progress=progress, log=log)
+        s = m["forecast_rmse"]
+        console.print("forecast RMSE at 1 day, initial / online: " + ", ".join(
+            f"{k} {s['initial network'][k][0] * f:.3g} / {s['online network'][k][0] * f:.3g} {u}"
+            for k, (u, f) in UNITS.items()))
+    else:
+        m = train_offline(cfg, truth, out, progress=progress, log=log)
+        console.print(f"test loss {m['test_loss']:.4f} (zero network {m['test_loss_zero_network']:.4f}); "
+                      f"precipitation RMSE {m['rmse_precipitation_mm_day']:.3f} mm/day")
     console.print(f"wall time: {time.perf_counter() - t0:.1f} s; results in: [bold]{Path(out).resolve()}[/bold]")
 
 

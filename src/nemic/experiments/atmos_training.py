@@ -8,8 +8,10 @@ reference trajectory is the truth's 6-hourly states converted to the core's spec
 (``model.from_fields``); each iteration rolls the hybrid out from ``batch_size`` truth states for ``n`` saves and
 scores every saved state with a normalised mean squared error (each state variable divided by its variance over the
 reference, so vorticity, divergence, temperature, log surface pressure and humidity weigh alike). The curriculum
-grows ``n`` from 6 hours to a day (:func:`nemic.train.online.fit_online`, the one loop underneath).
-:func:`forecast_rmse` scores forecasts of 1-5 days against the held-out truth.
+grows ``n`` from 6 hours to a day (:func:`nemic.train.online.fit_online`, the one loop underneath); only the
+MLP's weights are trained (the stored normalisation and the level thicknesses stay fixed).
+:func:`forecast_rmse` scores forecasts of 1-5 days against the held-out truth. :func:`run_online` is the recipe
+``nemic atmos train --online`` (:mod:`nemic.experiments.atmos_online`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from nemic.core.errors import DataError
+from nemic.core.errors import ConfigError, DataError
 from nemic.core.rollout import rollout
 from nemic.models.atmosphere import AtmosphereFields, ColumnPhysics, PackedColumnFunction, PrimitiveEquations
 from nemic.nn.column import ColumnNet
 from nemic.train.online import fit_online
 
-__all__ = ["OnlineConfig", "hybrid", "reference_states", "state_loss", "train_online", "forecast_rmse"]
+__all__ = ["OnlineConfig", "quick_online_config", "mlp_only", "check_levels", "hybrid", "reference_states", "state_loss", "train_online", "forecast_rmse"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +43,45 @@ class OnlineConfig:
     batch_size: int = 4
     learning_rate: float = 1e-4
     seed: int = 0
+    truncation: int = 21
+    checkpoint_grad: bool = False
+    lead_days: int = 5
+    n_starts: int = 4
+    score_bare: bool = True
+
+    def __post_init__(self):
+        if not self.curriculum or any(len(c) != 2 or int(c[0]) < 1 or int(c[1]) < 0 for c in self.curriculum):
+            raise ConfigError(f"curriculum must be ((saves >= 1, iterations >= 0), ...), got {self.curriculum!r}")
+        for k in ("dt", "learning_rate"):
+            if not getattr(self, k) > 0:
+                raise ConfigError(f"{k} must be > 0, got {getattr(self, k)!r}")
+        for k in ("batch_size", "lead_days", "n_starts"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"{k} must be >= 1, got {getattr(self, k)!r}")
 
 
-def hybrid(model: PrimitiveEquations, net: ColumnNet, insolation: str = "daily", day0: float = 0.0):
-    """``model + ColumnPhysics(net)``; a one-line :class:`DataError` when the net's levels are not the model's."""
+def quick_online_config() -> OnlineConfig:
+    """Two iterations of 6-hour windows, one 1-day forecast: a smoke test of the whole path (mostly compilation)."""
+    return OnlineConfig(dt=3600.0, curriculum=((1, 2),), batch_size=1, lead_days=1, n_starts=1, score_bare=False)
+
+
+def mlp_only(net: ColumnNet):
+    """Filter spec (``equinox.partition``) that trains the MLP's arrays and freezes the rest of ``net``."""
+    spec = jax.tree_util.tree_map(lambda _: False, net)
+    return eqx.tree_at(lambda n: n.mlp, spec, replace=jax.tree_util.tree_map(eqx.is_inexact_array, net.mlp))
+
+
+def check_levels(model: PrimitiveEquations, net: ColumnNet) -> None:
+    """A one-line :class:`DataError` when the network's sigma levels are not the model's."""
     sig = 0.5 * (np.asarray(net.sigma_boundaries[1:]) + np.asarray(net.sigma_boundaries[:-1]))
     if sig.shape != model.grid.sigma.shape or not np.allclose(sig, model.grid.sigma, atol=1e-6):
         raise DataError(f"the column network was trained on sigma levels {np.round(sig, 3).tolist()} but the model "
                         f"has {np.round(model.grid.sigma, 3).tolist()}")
+
+
+def hybrid(model: PrimitiveEquations, net: ColumnNet, insolation: str = "daily", day0: float = 0.0):
+    """``model + ColumnPhysics(net)``; a one-line :class:`DataError` when the net's levels are not the model's."""
+    check_levels(model, net)
     return model + ColumnPhysics(model.grid, PackedColumnFunction(net, net.levels), insolation=insolation, day0=day0)
 
 
@@ -97,7 +130,8 @@ def train_online(net: ColumnNet, model: PrimitiveEquations, train: xr.Dataset, c
                       save_every=save_every, curriculum=cfg.curriculum, batch_size=cfg.batch_size,
                       learning_rate=cfg.learning_rate, key=jax.random.key(cfg.seed), loss=state_loss(ref),
                       reference_times=jnp.asarray(t_days * 86400.0), progress=progress,
-                      checkpoint_dir=checkpoint_dir)
+                      checkpoint_dir=checkpoint_dir, filter_spec=mlp_only(net),
+                      checkpoint_grad=cfg.checkpoint_grad)
 
 
 def forecast_rmse(process, model: PrimitiveEquations, test: xr.Dataset, *, dt: float = 1200.0,

@@ -41,6 +41,7 @@ class TruthConfig:
             hybrid's default levels).
         spinup_days: discarded. days: kept (6-hourly by default). test_days: the last days, written apart.
         save_hours: interval between saved states [h]. chunk_days: days per compiled jcm call and zarr chunk.
+        sst_offset: uniform change of the control SSTs [K] (4.0 gives the "+4 K" climate).
     """
 
     truncation: int = 21
@@ -52,6 +53,7 @@ class TruthConfig:
     test_days: float = 25.0
     save_hours: float = 6.0
     chunk_days: float = 5.0
+    sst_offset: float = 0.0
 
     def __post_init__(self):
         if self.target_truncation > self.truncation:
@@ -86,7 +88,7 @@ def generate(cfg: TruthConfig, out: str | Path, *, progress: bool = True,
         task = pb.add_task("jcm SPEEDY aquaplanet", total=cfg.spinup_days + cfg.days, info="spin-up")
         info, chunks = jcm_truth(cfg.truncation, cfg.layers, vertical=cfg.vertical, spinup_days=cfg.spinup_days, days=cfg.days,
                                  save_hours=cfg.save_hours, chunk_days=cfg.chunk_days,
-                                 progress=lambda d, tot: pb.update(task, completed=d, info=f"day {d:g}"))
+                                 sst_offset=cfg.sst_offset, progress=lambda d, tot: pb.update(task, completed=d, info=f"day {d:g}"))
         lat, lon = info["lat"], info["lon"]
         sst = info["sst"]
         if cfg.target_truncation < cfg.truncation:
@@ -97,9 +99,9 @@ def generate(cfg: TruthConfig, out: str | Path, *, progress: bool = True,
         attrs = {
             "title": "SPEEDY aquaplanet truth (jcm on dinosaur), physics-only tendencies",
             "source": f"jcm SPEEDY physics, T{cfg.truncation} L{cfg.layers} ({cfg.vertical} sigma), dt {info['dt']:g} s, Neale & Hoskins "
-                      "(2000) control SSTs, analytic ozone, isothermal rest start",
+                      "(2000) control SSTs" + (f" {cfg.sst_offset:+g} K" if cfg.sst_offset else "") + ", analytic ozone, isothermal rest start",
             "truncation": cfg.target_truncation, "run_truncation": cfg.truncation, "layers": cfg.layers,
-            "spinup_days": cfg.spinup_days, "save_hours": cfg.save_hours,
+            "spinup_days": cfg.spinup_days, "save_hours": cfg.save_hours, "sst_offset": cfg.sst_offset,
             "history": "nemic atmos generate",
         }
         test_start = cfg.spinup_days + cfg.days - cfg.test_days

@@ -61,7 +61,7 @@ def _to_nemic(x: Any) -> np.ndarray:
     return np.swapaxes(np.asarray(x), -1, -2).astype(np.float32)
 
 
-def _build(truncation: int, layers: int, vertical: str = "speedy"):
+def _build(truncation: int, layers: int, vertical: str = "speedy", sst_offset: float = 0.0):
     from jcm.forcing import default_forcing
     from jcm.model import Model
     from jcm.physics.speedy.speedy_coords import get_speedy_coords
@@ -76,6 +76,8 @@ def _build(truncation: int, layers: int, vertical: str = "speedy"):
         raise ConfigError(f"vertical must be 'speedy' or 'equidistant', got {vertical!r}")
     model = Model(coords=coords)
     forcing = default_forcing(coords.horizontal)
+    if sst_offset:
+        forcing = forcing.copy(sea_surface_temperature=forcing.sea_surface_temperature + sst_offset)
     dt = float(model.dt_seconds) if hasattr(model, "dt_seconds") else 1800.0
     diag = PrescribedStateModel(model.physics, coords, terrain=model.terrain if hasattr(model, "terrain") else None,
                                 dt_seconds=dt)
@@ -121,7 +123,7 @@ def _diagnose(fn, states, times_days) -> dict[str, np.ndarray]:
 
 
 def jcm_truth(truncation: int = 21, layers: int = 8, *, vertical: str = "speedy", spinup_days: float = 30.0, days: float = 60.0,
-              save_hours: float = 6.0, chunk_days: float = 5.0,
+              save_hours: float = 6.0, chunk_days: float = 5.0, sst_offset: float = 0.0,
               progress: Callable[[float, float], None] | None = None) -> tuple[dict[str, Any], Iterator[TruthChunk]]:
     """Run the jcm SPEEDY aquaplanet and yield the kept period in chunks.
 
@@ -133,6 +135,8 @@ def jcm_truth(truncation: int = 21, layers: int = 8, *, vertical: str = "speedy"
         spinup_days: days integrated and discarded first. days: days kept after the spin-up.
         save_hours: interval between saved states [h]; must divide 24 h into whole model steps.
         chunk_days: days integrated per compiled call (every chunk reuses one compiled function).
+        sst_offset: added to the control SSTs everywhere [K] (e.g. 4.0: the aquaplanet "+4 K" climate of the
+            CFMIP protocol, a climate the hybrid was not trained on).
         progress: ``progress(done_days, total_days)`` after the spin-up and each chunk.
 
     Returns:
@@ -140,6 +144,8 @@ def jcm_truth(truncation: int = 21, layers: int = 8, *, vertical: str = "speedy"
         [s] and the setup; ``chunks`` is a generator of :class:`TruthChunk` (the integration runs as it is
         consumed).
     """
+    if not np.isfinite(sst_offset):
+        raise ConfigError(f"sst_offset must be a finite number of kelvin, got {sst_offset!r}")
     if spinup_days < 0 or days <= 0 or save_hours <= 0 or chunk_days <= 0:
         raise ConfigError(f"need spinup_days >= 0, days > 0, save_hours > 0, chunk_days > 0; got {spinup_days}, "
                           f"{days}, {save_hours}, {chunk_days}")
@@ -150,7 +156,7 @@ def jcm_truth(truncation: int = 21, layers: int = 8, *, vertical: str = "speedy"
     per_chunk = chunk_days / save_days
     if abs(per_chunk - round(per_chunk)) > 1e-9:
         raise ConfigError(f"chunk_days ({chunk_days}) must be a whole number of save intervals ({save_hours} h)")
-    coords, model, forcing, diag, dt = _build(truncation, layers, vertical)
+    coords, model, forcing, diag, dt = _build(truncation, layers, vertical, sst_offset)
     steps_per_save = save_hours * 3600.0 / dt
     if abs(steps_per_save - round(steps_per_save)) > 1e-9:
         raise ConfigError(f"save_hours ({save_hours}) must be a whole number of model steps ({dt:g} s)")
@@ -161,7 +167,7 @@ def jcm_truth(truncation: int = 21, layers: int = 8, *, vertical: str = "speedy"
         "sigma_boundaries": np.asarray(vertical.boundaries, dtype=float),
         "lat": np.rad2deg(np.arcsin(np.asarray(sin_lat, dtype=float))),
         "lon": np.rad2deg(np.asarray(lon, dtype=float)),
-        "dt": dt, "truncation": truncation, "layers": layers, "model": repr(model),
+        "dt": dt, "truncation": truncation, "layers": layers, "model": repr(model), "sst_offset": float(sst_offset),
         "sst": _to_nemic(forcing.sea_surface_temperature),
     }
 
