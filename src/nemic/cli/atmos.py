@@ -1,14 +1,18 @@
 """``nemic atmos``: the global atmosphere (dinosaur's primitive equations on sigma levels).
 
-``nemic atmos run`` integrates the bare dynamical core or the Held-Suarez test case and writes a CF netCDF file
-(time, level, lat, lon), ``metrics.json`` (global means, dry-mass drift, wall time) and PNGs (zonal means, a
-global-mean time series). Files replace ``--out`` whole at the end (a failed run changes nothing).
+``nemic atmos run`` integrates the bare dynamical core or the Held-Suarez test case from rest and writes a CF
+netCDF file (time, level, lat, lon), ``metrics.json`` (global means, dry-mass drift, wall time) and PNGs (zonal
+means, a global-mean time series). With ``--years`` (or ``--physics``) it makes a long run from a state of the
+SPEEDY truth instead, by default with the shipped hybrid (:mod:`nemic.experiments.atmos_climate_run`).
+``nemic atmos evaluate`` scores such a run against the truth's held-out period
+(:mod:`nemic.experiments.atmos_climate`). Files replace ``--out`` whole at the end (a failed run changes nothing).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -70,14 +74,32 @@ def run(
     forcing: str = typer.Option("held-suarez", help="held-suarez or none (the bare dynamical core)"),
     truncation: int = typer.Option(21, help="spectral truncation: 21, 31, 42 or 85"),
     layers: int = typer.Option(8, help="number of sigma levels"),
-    dt: float = typer.Option(1200.0, help="time step, s"),
+    dt: Optional[float] = typer.Option(None, help="time step, s (default 1200; 1800 with --years/--physics)"),
     save_hours: float = typer.Option(24.0, help="save every this many hours"),
     seed: int = typer.Option(0, help="seed of the initial surface-pressure perturbation"),
     fix_dry_mass: bool = typer.Option(True, help="hold the global dry mass fixed"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    years: Optional[float] = typer.Option(None, help="a long run of this many years (365 days each) from a state "
+                                          "of the SPEEDY truth, with --physics (default hybrid: the shipped "
+                                          "column network); --dt defaults to 1800 s"),
+    physics: Optional[str] = typer.Option(None, help="hybrid, held-suarez or none: a run from a truth state "
+                                          "(like --years, for --days)"),
+    weights: Optional[Path] = typer.Option(None, help="column network (.eqx) of the hybrid instead of the shipped one"),
+    initial: Optional[Path] = typer.Option(None, help="initial state: a truth directory or store, or a netCDF file "
+                                           "with T, u, v, q, ps (default: the shipped one, 2000-03-01)"),
+    mean_days: float = typer.Option(30.0, help="with --years/--physics: averaging window of atmosphere.nc, days"),
+    float64: bool = typer.Option(False, help="with --years/--physics: compute in float64 (default float32)"),
 ) -> None:
-    """Run the atmosphere from an isothermal state at rest with a surface-pressure bump: atmosphere.nc (CF),
-    metrics.json, zonal_mean.png, global_mean.png."""
+    """Run the atmosphere. Without --years/--physics: from an isothermal state at rest with a surface-pressure bump
+    (--forcing held-suarez or none): atmosphere.nc (CF), metrics.json, zonal_mean.png, global_mean.png. With
+    --years N (or --physics): a long run from a state of the SPEEDY truth, by default the shipped hybrid:
+    atmosphere.nc (means over --mean-days), daily.nc (zonal means, precipitation, global means every
+    --save-hours), metrics.json, global_mean.png."""
+    if years is not None or physics is not None:
+        _climate_run(out, days, years, physics or "hybrid", dt, save_hours, mean_days, weights, initial,
+                     fix_dry_mass, float64, quiet)
+        return
+    dt = 1200.0 if dt is None else dt
     _check(days, dt, save_hours, forcing)
     import jax
 
@@ -123,6 +145,63 @@ def run(
         write_json(metrics, stage / "metrics.json")
         _plots(ds, stage)
     typer.echo(f"{metrics['days']:.1f} days of {g} ({forcing}) in {wall:.0f} s; wrote {out}")
+
+
+def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, initial, fix_dry_mass, float64,
+                 quiet) -> None:
+    import math
+
+    from nemic.errors import ConfigError
+
+    if years is not None and (not math.isfinite(years) or years <= 0):
+        raise ConfigError(f"--years must be a positive number, got {years!r}")
+    import jax
+
+    jax.config.update("jax_enable_x64", bool(float64))
+    from nemic.experiments.atmos_climate_run import ClimateRunConfig, run_climate
+    from nemic.io.terminal import progress
+
+    length = 365.0 * years if years is not None else days
+    dt = 1800.0 if dt is None else dt
+    cfg = ClimateRunConfig(physics=physics, days=length, dt=dt, mean_days=min(mean_days, length),
+                           save_hours=save_hours, weights=None if weights is None else str(weights),
+                           initial=None if initial is None else str(initial), fix_dry_mass=fix_dry_mass)
+    t0 = time.perf_counter()
+    with progress(f"atmosphere T21L8 {physics}, {cfg.n_chunks} x {cfg.chunk_days:g} days", enabled=not quiet) as bar:
+        m = run_climate(cfg, out, progress=bar)
+    typer.echo(f"{m['days']:.0f} days ({physics}, dt {dt:g} s) in {time.perf_counter() - t0:.0f} s "
+               f"({m['seconds_per_simulated_day']:.2f} s per simulated day); wrote {out}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="directory written by 'nemic atmos run --years/--physics'"),
+    truth: Path = typer.Option(..., "--truth", help="directory written by 'nemic atmos generate' (test.zarr, and "
+                               "train.zarr for the SPEEDY noise floor)"),
+    out: Path = typer.Option(..., "--out", help="directory for metrics.json and the PNGs"),
+    baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="NAME=RUN_DIR of another run scored the "
+                                                 "same way (e.g. bare_core=runs/bare); repeatable"),
+) -> None:
+    """Score a long run against the truth's held-out test period on the same calendar days: zonal-mean RMSE and
+    bias of T, u, q; precipitation zonal mean, frequency distribution, power spectrum and Minkowski measures; the
+    same for the baselines and for SPEEDY against itself (noise floor). Writes metrics.json and PNGs."""
+    from nemic.errors import ConfigError
+
+    pairs = {}
+    for b in baseline or []:
+        name, sep, path = b.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--baseline must be NAME=RUN_DIR, got {b!r}")
+        pairs[name] = path
+    from nemic.experiments.atmos_climate import evaluate as run_evaluate
+
+    t0 = time.perf_counter()
+    m = run_evaluate(run, truth, out, baselines=pairs)
+    for name, s in m["scores"].items():
+        typer.echo(f"{name:28s} T {s['T']['zonal_mean_rmse']:.2f} K, u {s['u']['zonal_mean_rmse']:.2f} m/s, "
+                   f"q {s['q']['zonal_mean_rmse'] * 1e3:.3f} g/kg, P {s['precipitation']['zonal_mean_rmse']:.2f} "
+                   f"mm/day (zonal-mean RMSE)")
+    typer.echo(f"evaluated in {time.perf_counter() - t0:.0f} s; wrote {out}")
 
 
 # the SPEEDY truth and the offline column physics (nemic.cli.atmos_truth)

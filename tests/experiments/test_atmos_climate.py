@@ -1,0 +1,213 @@
+"""``nemic atmos evaluate`` and ``nemic atmos run --years``: climate scores against independent references
+(NumPy's Gauss-Legendre weights, scipy's spherical harmonics, scikit-image's Euler number), an end-to-end
+evaluation of a synthetic run/truth pair whose scores are known by construction, the shipped hybrid, and one-line
+errors (a truth of another resolution, NaN in the truth, bad options)."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import special
+from skimage.measure import euler_number
+
+from nemic.cli.testing import invoke, root_app
+from nemic.core.errors import DataError
+from nemic.data.atmosphere.dataset import truth_dataset
+from nemic.data.atmosphere.spectral import lat_lon
+from nemic.experiments.atmos_climate import (
+    MINKOWSKI_THRESHOLDS_MM_DAY,
+    days_of,
+    evaluate,
+    power_spectrum,
+    precip_summary,
+    season_mask,
+    zonal_scores,
+)
+from nemic.experiments.atmos_climate_run import EPOCH, shipped_dir
+
+SB = np.array([0.0, 0.5, 1.0])
+
+
+def _gauss_lat_weights(n):
+    x, w = np.polynomial.legendre.leggauss(n)  # nodes in sin(lat), ascending
+    return np.rad2deg(np.arcsin(x)), w / w.sum()
+
+
+def test_season_mask_wraps_around_the_year():
+    days = np.array([330.0, 360.0, 365.0, 366.0, 400.0, 421.0, 500.0, 695.3, 790.0])
+    got = season_mask(days, 330.0, 90.0, year=365.2422)
+    assert got.tolist() == [True, True, True, True, True, False, False, True, False]
+
+
+def test_zonal_scores_against_hand_computed_values():
+    lat, w = _gauss_lat_weights(32)
+    wl = np.array([0.25, 0.75])
+    truth = np.random.default_rng(0).normal(size=(2, 32))
+    s = zonal_scores(truth + 1.5, truth, w, wl)
+    assert s["bias"] == pytest.approx(1.5, abs=1e-12) and s["rmse"] == pytest.approx(1.5, abs=1e-12)
+    d = np.zeros((2, 32))
+    d[1, 5] = 2.0  # one level, one latitude
+    s = zonal_scores(truth + d, truth, w, wl)
+    assert s["rmse"] == pytest.approx(2.0 * np.sqrt(0.75 * w[5]), rel=1e-12)
+    assert s["bias"] == pytest.approx(2.0 * 0.75 * w[5], rel=1e-12)
+
+
+def test_power_spectrum_of_a_spherical_harmonic_and_parseval():
+    lat, w = _gauss_lat_weights(32)
+    lat_d, lon = lat_lon(21)
+    assert np.allclose(lat, lat_d, atol=1e-10)
+    colat, az = np.meshgrid(np.deg2rad(90.0 - lat), np.deg2rad(lon), indexing="ij")
+    y = np.real(special.sph_harm_y(5, 3, colat, az))  # scipy: (l, m, colatitude, azimuth), l = 5
+    f = 2.0 * y + 0.5  # plus a constant (l = 0)
+    spec = power_spectrum(f[None], 21)
+    area_mean_f2 = np.sum(w[:, None] * f ** 2) / f.shape[1]
+    assert spec.sum() == pytest.approx(4 * np.pi * area_mean_f2, rel=1e-6)
+    assert spec[0] == pytest.approx(4 * np.pi * 0.25, rel=1e-6)
+    assert spec[5] == pytest.approx(4 * np.pi * np.sum(w[:, None] * (2 * y) ** 2) / f.shape[1], rel=1e-6)
+    others = np.delete(spec, [0, 5])
+    assert np.all(others < 1e-10 * spec[5])
+
+
+def test_precipitation_minkowski_measures_against_numpy_and_skimage():
+    rng = np.random.default_rng(3)
+    p = np.exp(rng.normal(0.0, 1.5, size=(3, 32, 64)))  # mm/day
+    lat, w = _gauss_lat_weights(32)
+    s = precip_summary(p, w, 21)
+    for k, u in enumerate(MINKOWSKI_THRESHOLDS_MM_DAY):
+        m = p >= u
+        assert s["area"][k] == pytest.approx(m.sum(axis=(1, 2)).mean())
+        assert s["euler"][k] == pytest.approx(np.mean([euler_number(x, connectivity=2) for x in m]))
+        # perimeter: foreground/background edges, the outside of the grid counted as background
+        pad = np.pad(m, ((0, 0), (1, 1), (1, 1)))
+        edges = (np.sum(pad[:, 1:, :] != pad[:, :-1, :], axis=(1, 2))
+                 + np.sum(pad[:, :, 1:] != pad[:, :, :-1], axis=(1, 2)))
+        assert s["perimeter"][k] == pytest.approx(edges.mean())
+    assert s["global_mean"] == pytest.approx(np.sum(w * p.mean(axis=(0, 2))), rel=1e-12)
+    assert s["histogram"].sum() == pytest.approx(1.0)
+
+
+def _truth(days, *, truncation=21, nan=False, seed=0):
+    lat, lon = lat_lon(truncation)
+    r = np.random.default_rng(seed)
+    nt = days.size
+    s3, s2 = (nt, 2, lat.size, lon.size), (nt, lat.size, lon.size)
+    f = {"T": 250 + 10 * r.random(s3), "u": r.normal(0, 10, s3), "v": r.normal(0, 5, s3),
+         "q": 1e-3 * r.random(s3), "ps": 1e5 + 0 * r.random(s2),
+         "precipitation": np.exp(r.normal(0, 1.5, s2)) / 86400.0}
+    if nan:
+        f["T"][1, 0, 3, 4] = np.nan
+    return truth_dataset(days, f, lat=lat, lon=lon, sigma=0.5 * (SB[1:] + SB[:-1]), sigma_boundaries=SB)
+
+
+def _run_from(ds, dT=1.5, p_factor=2.0):
+    """A run's daily.nc built from a truth dataset: T shifted by dT, precipitation scaled."""
+    days = days_of(ds)
+    zm = lambda v: ds[v].mean("lon").values  # noqa: E731
+    d = xr.Dataset(coords={"time": ("time", days, {"units": EPOCH}), "level": ds["level"].values,
+                           "lat": ds["lat"].values, "lon": ds["lon"].values})
+    d["zonal_mean_air_temperature"] = (("time", "level", "lat"), zm("T") + dT)
+    d["zonal_mean_eastward_wind"] = (("time", "level", "lat"), zm("u"))
+    d["zonal_mean_specific_humidity"] = (("time", "level", "lat"), zm("q"))
+    d["precipitation_flux"] = (("time", "lat", "lon"), ds["precipitation"].values * p_factor)
+    d["global_mean_air_temperature"] = ("time", np.full(days.size, 250.0))
+    return d
+
+
+def test_evaluate_a_synthetic_run_against_its_truth(tmp_path):
+    test_days = 330.0 + 0.25 * np.arange(6)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    test = _truth(test_days)
+    test.to_zarr(truth / "test.zarr", consolidated=False)
+    # training period: the same fields half a year earlier, mirrored north-south -> a perfect noise floor
+    mirrored = test.isel(lat=slice(None, None, -1)).assign_coords(lat=test["lat"].values)
+    train = mirrored.assign_coords(time=test["time"].values - 365.2422 / 2)
+    train.to_zarr(truth / "train.zarr", consolidated=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    _run_from(test).to_netcdf(run / "daily.nc")
+    base = tmp_path / "base"
+    base.mkdir()
+    _run_from(test, dT=0.0, p_factor=0.0).to_netcdf(base / "daily.nc")
+    m = evaluate(run, truth, tmp_path / "ev", baselines={"bare": str(base)})
+    s = m["scores"]["run"]
+    assert s["season_matched"] and s["n_samples"] == 6
+    assert s["T"]["global_mean_bias"] == pytest.approx(1.5, abs=1e-4)
+    assert s["T"]["zonal_mean_rmse"] == pytest.approx(1.5, abs=1e-4)
+    assert s["u"]["zonal_mean_rmse"] < 1e-5 and s["q"]["zonal_mean_rmse"] < 1e-9
+    lat, w = _gauss_lat_weights(32)
+    p_mean = np.sum(w * (test["precipitation"].values * 86400).mean(axis=(0, 2)))
+    assert s["precipitation"]["global_mean_bias"] == pytest.approx(p_mean, rel=1e-4)
+    assert s["precipitation"]["log10_spectrum_rms"] == pytest.approx(2 * np.log10(2.0), rel=1e-4)
+    b = m["scores"]["bare"]["precipitation"]
+    assert b["global_mean"] == 0.0 and b["minkowski"]["area"] == [0.0] * len(MINKOWSKI_THRESHOLDS_MM_DAY)
+    floor = m["scores"]["speedy_mirrored_half_year"]
+    assert floor["T"]["zonal_mean_rmse"] < 1e-4 and floor["precipitation"]["hellinger_distance"] < 1e-6
+    written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert written["scores"]["run"]["T"]["zonal_mean_rmse"] == pytest.approx(1.5, abs=1e-4)
+    for png in ("zonal_mean_cross_sections", "precipitation_zonal_mean", "precipitation_histogram",
+                "precipitation_spectrum", "precipitation_minkowski", "global_mean_series"):
+        assert (tmp_path / "ev" / f"{png}.png").exists()
+
+
+def test_evaluate_refuses_another_resolution_and_nan(tmp_path):
+    days = 330.0 + 0.25 * np.arange(3)
+    run = tmp_path / "run"
+    run.mkdir()
+    _run_from(_truth(days)).to_netcdf(run / "daily.nc")
+    t31 = tmp_path / "t31"
+    t31.mkdir()
+    _truth(days, truncation=31).to_zarr(t31 / "test.zarr", consolidated=False)
+    with pytest.raises(DataError, match="T21 Gaussian grid|resolution") as e:
+        evaluate(run, t31, tmp_path / "ev")
+    assert "\n" not in str(e.value)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _truth(days, nan=True).to_zarr(bad / "test.zarr", consolidated=False)
+    with pytest.raises(DataError, match="'T' has 1 non-finite") as e:
+        evaluate(run, bad, tmp_path / "ev")
+    assert "\n" not in str(e.value)
+    code, err = invoke(root_app(), ["atmos", "evaluate", "--run", str(run), "--truth", str(bad), "--out",
+                                    str(tmp_path / "ev")])
+    assert code == 2 and len(err) == 1 and "non-finite" in err[0]
+
+
+def test_run_options_are_checked_in_one_line(tmp_path):
+    code, err = invoke(root_app(), ["atmos", "run", "--years", "-1", "--out", str(tmp_path / "r")])
+    assert code == 2 and len(err) == 1 and "--years" in err[0]
+    code, err = invoke(root_app(), ["atmos", "run", "--physics", "slab", "--out", str(tmp_path / "r")])
+    assert code == 2 and len(err) == 1 and "physics" in err[0]
+    code, err = invoke(root_app(), ["atmos", "evaluate", "--run", "a", "--truth", "b", "--out", "c",
+                                    "--baseline", "nobase"])
+    assert code == 2 and len(err) == 1 and "NAME=RUN_DIR" in err[0]
+
+
+def test_shipped_hybrid_loads_on_the_core_levels():
+    from nemic.experiments.atmos_climate_run import ClimateRunConfig, build_physics, load_initial_fields
+    from nemic.models.atmosphere import PrimitiveEquations
+
+    model = PrimitiveEquations(21, 8, dt=1800.0)
+    assert (shipped_dir() / "column_net.eqx").exists()
+    fields, day = load_initial_fields(None, model)
+    assert fields.air_temperature.shape == (8, 32, 64) and day == pytest.approx(60.0)
+    process, observe = build_physics(ClimateRunConfig(), model)
+    f = observe(model.from_fields(fields), day * 86400.0)
+    p = np.asarray(f.precipitation_flux)
+    assert p.shape == (32, 64) and np.all(p >= 0) and np.all(np.isfinite(p))
+
+
+def test_run_years_quick_path_with_the_shipped_hybrid(tmp_path):
+    out = tmp_path / "run"
+    code, err = invoke(root_app(), ["atmos", "run", "--years", str(1 / 365), "--mean-days", "0.5",
+                                    "--save-hours", "12", "--quiet", "--out", str(out)])
+    assert code == 0, err
+    with xr.open_dataset(out / "atmosphere.nc") as ds:
+        for name in ("air_temperature", "eastward_wind", "specific_humidity", "surface_air_pressure",
+                     "precipitation_flux"):
+            assert ds[name].attrs["standard_name"] == name
+            assert np.all(np.isfinite(ds[name].values))
+        assert ds["lat"].attrs["units"] == "degrees_north" and ds.sizes["time"] == 2
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 48 and m["blowup"] is None
+    assert (out / "daily.nc").exists() and (out / "global_mean.png").exists()
