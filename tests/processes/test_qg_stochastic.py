@@ -21,28 +21,29 @@ from nemic.train.checkpoint import load_module, save_module
 NX = 16
 
 
-def _setup():
+@pytest.fixture(scope="module")
+def setup():
     lo = get_config("eddy", nx=NX)
     det = make_cnn_closure(np.array([6e-6, 1e-6]), np.array([1e-11, 2e-12]), widths=(4,), kernel_sizes=(3, 3),
                            key=jax.random.key(0))
-    k = jnp.fft.fftfreq(NX) * NX
-    smooth = jnp.exp(-(k[:, None] ** 2 + k[None, :] ** 2) / 8.0)
-    z = jax.random.normal(jax.random.key(3), (2, NX, NX))
-    q = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(z) * smooth))
-    q = q / jnp.std(q, axis=(1, 2), keepdims=True) * jnp.array([6e-6, 1e-6])[:, None, None]
-    return lo, det, q
+    k = np.fft.fftfreq(NX) * NX
+    smooth = np.exp(-(k[:, None] ** 2 + k[None, :] ** 2) / 8.0)
+    z = np.random.default_rng(3).standard_normal((2, NX, NX))
+    q = np.real(np.fft.ifft2(np.fft.fft2(z) * smooth))
+    q = q / q.std(axis=(1, 2), keepdims=True) * np.array([6e-6, 1e-6])[:, None, None]
+    return lo, det, jnp.asarray(q)
 
 
 @pytest.mark.parametrize("mode, channels", [("multiplicative", 1), ("multiplicative", 2), ("additive", 1)])
-def test_zero_noise_is_deterministic_and_the_mean_over_noise_is_the_deterministic_forcing(mode, channels):
-    lo, det, q = _setup()
+def test_zero_noise_is_deterministic_and_the_mean_over_noise_is_the_deterministic_forcing(setup, mode, channels):
+    lo, det, q = setup
     st = StochasticCNNClosure.from_deterministic(det, lo, mode=mode, channels=channels, sigma=0.6, length=1.5,
                                                  key=jax.random.key(1))
     f = np.asarray(det.forcing(q))
     np.testing.assert_array_equal(np.asarray(st.forcing(q, jnp.zeros((channels, NX, NX)))), f)
     np.testing.assert_array_equal(np.asarray(st.deterministic_forcing(q)), f)
     n = 1500
-    e = jax.vmap(st.noise.sample)(jax.random.split(jax.random.key(7), n))
+    e = jax.jit(jax.vmap(st.noise.sample))(jax.random.split(jax.random.key(7), n))
     draws = np.asarray(jax.jit(jax.vmap(lambda x: st.forcing(q, x)))(e))
     # each layer's domain mean is kept (the zero-mean CNN conserves mean PV; so does the perturbation)
     np.testing.assert_allclose(draws.mean(axis=(2, 3)), np.broadcast_to(f.mean(axis=(1, 2)), (n, 2)),
@@ -57,8 +58,8 @@ def test_zero_noise_is_deterministic_and_the_mean_over_noise_is_the_deterministi
                                    atol=1e-12 * np.abs(f).max())
 
 
-def test_jit_vmap_grad_of_the_ensemble_crps_reach_the_random_field():
-    lo, det, q = _setup()
+def test_jit_vmap_grad_of_the_ensemble_crps_reach_the_random_field(setup):
+    lo, det, q = setup
     st = StochasticCNNClosure.from_deterministic(det, lo, mode="multiplicative", sigma=0.5, length=1.5, tau=7200.0,
                                                  key=jax.random.key(1))
     state = QGState.from_q(jnp.stack([q, q]))  # two members from the same state
@@ -81,8 +82,8 @@ def test_jit_vmap_grad_of_the_ensemble_crps_reach_the_random_field():
     np.testing.assert_array_equal(np.asarray(loss(st)), np.asarray(loss(st)))  # same keys, same ensemble
 
 
-def test_weights_round_trip_and_one_line_errors(tmp_path):
-    lo, det, q = _setup()
+def test_weights_round_trip_and_one_line_errors(setup, tmp_path):
+    lo, det, q = setup
     st = StochasticCNNClosure.from_deterministic(det, lo, mode="multiplicative", sigma=0.4, length=1.2,
                                                  tau=3 * 86400.0, key=jax.random.key(1))
     back = load_module(save_module(tmp_path / "m.eqx", st), kind=STOCHASTIC_CNN_CLOSURE_KIND)
