@@ -268,10 +268,12 @@ def stochastic(
     config: Path = typer.Option(None, help="TOML/JSON file overriding recipe settings"),
     quick: bool = typer.Option(False, "--quick", help="tiny sizes: a smoke test, not science"),
     seed: int = typer.Option(None, help="random seed (overrides the config)"),
+    mode: str = typer.Option(None, help="how the noise enters the closure: multiplicative (SPPT-like, the "
+                                        "default), additive or input (overrides the config's closure_mode)"),
     float64: bool = typer.Option(False, help="compute in float64"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
-    """A stochastic CNN closure trained by the CRPS through rollouts: ensemble forecasts (CRPS, spread/error at
+    """A stochastic CNN closure fitted by the CRPS through rollouts: ensemble forecasts (CRPS, spread/error at
     1-5 days) and the similarity of its free runs beside the deterministic offline CNN's (metrics.json,
     scores.nc, forecast_stochastic_cnn.nc, PNGs, closures/)."""
     _x64(float64)
@@ -282,7 +284,10 @@ def stochastic(
     from nemic.experiments.config import load_config
 
     t0 = _time.perf_counter()
-    cfg = load_config(qs.QGStochasticConfig, config, {"seed": seed} if seed is not None else None)
+    overrides = {k: v for k, v in (("seed", seed), ("closure_mode", mode)) if v is not None}
+    if mode == "input":
+        overrides["crps_train_net"] = True
+    cfg = load_config(qs.QGStochasticConfig, config, overrides or None)
     if quick:
         defaults = qs.QGStochasticConfig()
         changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
