@@ -11,10 +11,11 @@ Run from the repository root (about 10 minutes of data generation, then the reci
         --restart runs/qg_stoch/long/hires.nc --out runs/qg_stoch/fine
     python examples/qg_stochastic.py
 
-Trains the deterministic offline CNN on the long data (snapshots every 10 days), fine-tunes the stochastic CNN (the
-same network with a Gaussian random field as input) by the fair CRPS of 2-member ensembles through 12- and 24-hour
-rollouts on the first half of the 6-hourly data, forecasts 8-member ensembles up to 5 days from the second half,
-and scores 180-day free runs by the benchmark's similarity. Results go to runs/qg_stoch/results/.
+Trains the deterministic offline CNN on the long data (snapshots every 10 days), builds the stochastic CNN (the
+same network's forcing perturbed SPPT-style, f (1 + clip(e, -1, 1)) less its domain mean, with e a Gaussian random
+field) and fits the field's amplitude, correlation length and time by the fair CRPS of 2-member ensembles through
+1-, 2- and 5-day rollouts on the first half of the 6-hourly data, forecasts 8-member ensembles up to 5 days from
+the second half, and scores 180-day free runs by the benchmark's similarity. Results go to runs/qg_stoch/results/.
 """
 
 import sys
