@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Downscaling at the paper's scale on a GPU: wider networks, larger batches and many more steps than the CPU
-# defaults of the shipped weights (docs/downscaling.md). Needs jax with CUDA (pip install -U "jax[cuda12]").
+# settings of the shipped weights (examples/downscaling_full.sh, docs/downscaling.md): the same schedule (shared
+# pre-training, Minkowski fine-tuning with a validation sweep of its weight, validation-fitted sampling noise of
+# the flows). Needs jax with CUDA (pip install -U "jax[cuda12]").
 # Run from the repository root:   bash examples/downscaling_gpu.sh OPERA_FILE [RUNS_DIR]
 # The same settings file works on a CPU, only much more slowly.
 set -euo pipefail
@@ -13,9 +15,14 @@ width = 32
 flow_width = 32
 depth = 3
 batch = 32
-steps = 4000
-flow_steps = 8000
+pretrain_steps = 3000
+steps = 1000
+flow_pretrain_steps = 6000
+flow_steps = 2000
 lr = 1e-3
+minkowski_weights = [2.0, 5.0, 10.0, 25.0, 50.0]
+val_fraction = 0.15
+noise_scales = [1.0, 1.1, 1.25, 1.5, 2.0]
 max_patches_per_frame = 48
 stride = 60
 ode_steps = 16

@@ -47,10 +47,26 @@ def test_must_show_checks():
     assert not c["generative"]["spread_error_in_0.7_1.3"]
 
 
+def test_validation_selection_of_the_minkowski_weight():
+    from nemic.experiments.downscaling_train import selection_key
+
+    cfg = DownscalingConfig()
+    ref = {"mae": 1.0, "fss_5mm_9px": 0.5, "rapsd_error": 1.0, "minkowski_distance": 0.5}
+    all_four = {"mae": 1.04, "fss_5mm_9px": 0.55, "rapsd_error": 0.8, "minkowski_distance": 0.45}
+    # three conditions, a larger gain: (0.6/0.5 - 1 + 1 - 0.5 + 1 - 0.3/0.5) / 3 = 0.3667
+    three = {"mae": 1.2, "fss_5mm_9px": 0.6, "rapsd_error": 0.5, "minkowski_distance": 0.3}
+    assert selection_key(all_four, ref, cfg) == (4, pytest.approx((0.1 + 0.2 + 0.1) / 3))
+    assert selection_key(three, ref, cfg) == (3, pytest.approx(1.1 / 3))
+    assert max([three, all_four], key=lambda s: selection_key(s, ref, cfg)) is all_four
+    assert selection_key(ref, ref, cfg) == (1, 0.0)  # only the MAE condition (<= 1.05 x) holds for a tie
+
+
 def test_settings():
     assert DownscalingConfig().patch_size == 120 and DownscalingConfig(factor=16).patch_size == 128
     for bad in ({"factor": 12}, {"factor": 10, "patch": 128}, {"models": ("mse", "gan")}, {"members": 1},
-                {"thresholds": (1.0, 0.5)}, {"solver": "rk4"}):
+                {"thresholds": (1.0, 0.5)}, {"solver": "rk4"}, {"val_fraction": 1.0}, {"surrogate_version": 3},
+                {"noise_scales": ()}, {"noise_scales": (1.0, 0.0)}, {"minkowski_weights": (5.0, -1.0)},
+                {"pretrain_steps": -1}):
         with pytest.raises(ConfigError):
             DownscalingConfig(**bad)
     assert list(evenly(10, 3)) == [0, 4, 9] and list(evenly(2, 5)) == [0, 1]

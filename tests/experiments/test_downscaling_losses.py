@@ -77,3 +77,16 @@ def test_tiny_training_lowers_the_flow_and_minkowski_losses():
                   progress=False)
         h = np.asarray(res.history)
         assert h[-10:].mean() < 0.8 * h[:10].mean(), (type(model).__name__, h[:10].mean(), h[-10:].mean())
+
+
+def test_trust_gate_with_the_bit_quad_surrogate_v2_under_jit_and_grad():
+    # the shipped v2 surrogate holds an MLP (a function leaf): the frozen copy must still trace under jit/grad
+    from nemic.train.surrogate import load_default_surrogate
+
+    sur = load_default_surrogate(version=2)
+    pred, target = jnp.asarray(fields(seed=3) + 0.2), jnp.asarray(fields(seed=4))
+    ref = MinkowskiLoss(np.asarray(sur.thresholds), method="surrogate", surrogate=sur)(pred, target)
+    off, _ = eqx.filter_jit(lambda p, t: TrustGatedMinkowski(sur, 0.0)(p, t))(pred, target)
+    np.testing.assert_allclose(off, ref, rtol=1e-6)
+    g = eqx.filter_jit(jax.grad(lambda p: TrustGatedMinkowski(sur, 2.0)(p, target)[0]))(pred)
+    assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.sum(g**2)) > 0

@@ -94,3 +94,21 @@ def test_save_load_round_trip(tmp_path):
     assert back.config() == m.config()
     c = batch(1)["coarse"][0]
     np.testing.assert_array_equal(back.sample(c, jax.random.key(0)), m.sample(c, jax.random.key(0)))
+
+
+def test_noise_scale_multiplies_the_starting_noise_and_survives_save_load(tmp_path):
+    # with v = c, x(1) = sigma x(0) + c: the rain of the sampler with noise scale sigma, computed with numpy
+    m = constant_velocity(tiny(), 0.3).with_noise_scale(1.7)
+    assert m.noise_scale == 1.7 and m.config()["noise_scale"] == 1.7
+    b = batch(1)
+    key = jax.random.key(4)
+    got = m.sample(b["coarse"][0], key, n_steps=2)
+    x0 = np.asarray(jax.random.normal(key, (16, 16), dtype=got.dtype))
+    up = np.repeat(np.repeat(np.asarray(b["coarse"][0]), FACTOR, -2), FACTOR, -1)
+    want = np.expm1(np.maximum(np.log1p(up) + 0.5 * (1.7 * x0 + 0.3), 0.0))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    back = load_module(save_module(tmp_path / "f.eqx", m), kind="ConditionalFlow")
+    assert back.noise_scale == 1.7
+    np.testing.assert_array_equal(back.sample(b["coarse"][0], key, n_steps=2), got)
+    with pytest.raises(ConfigError):
+        tiny().with_noise_scale(0.0)

@@ -32,103 +32,16 @@ import xarray as xr
 
 from nemic.core.errors import ConfigError, DataError
 from nemic.data.opera import load_sample, open_opera
-from nemic.data.patches import PatchSampler, block_average, check_factor, chronological_split, downscaling_patches
+from nemic.data.patches import block_average, chronological_split, downscaling_patches
+from nemic.experiments.downscaling_config import (FACTORS, GENERATIVE, KINDS, MODELS, DownscalingConfig, build_model,
+                                                  evenly, latent_scale_of, quick_config, relaxed_loss)
+from nemic.experiments.downscaling_train import train_models
 from nemic.io.files import write_json
-from nemic.metrics.minkowski import MinkowskiLoss
-from nemic.nn.flow import ConditionalFlow
-from nemic.nn.unet import SuperResolutionUNet
 from nemic.train.checkpoint import CheckpointError, load_module, read_header, save_module
-from nemic.train.downscaling_losses import (TrustGatedMinkowski, calibrate_trust, flow_matching_loss, mse_loss,
-                                            mse_minkowski_loss)
-from nemic.train.loop import default_optimizer, fit
-from nemic.train.surrogate import load_default_surrogate
 
-MODELS = ("mse", "mse_minkowski_relaxed", "mse_minkowski_surrogate", "generative", "generative_minkowski")
-GENERATIVE = ("generative", "generative_minkowski")
-FACTORS = (8, 10, 16)
-KINDS = {name: ("ConditionalFlow" if name in GENERATIVE else "SuperResolutionUNet") for name in MODELS}
-
-
-@dataclasses.dataclass(frozen=True)
-class DownscalingConfig:
-    """Settings of the downscaling recipe (rain rates in mm/h, sizes in 2 km pixels)."""
-
-    factor: int = 10
-    patch: int = 0  # 0: 120 for factor 10, 128 otherwise
-    stride: int = 0  # 0: the patch size (non-overlapping tiles)
-    min_wet_fraction: float = 0.1
-    max_patches_per_frame: int = 24
-    frame_step: int = 1
-    train_fraction: float = 0.75
-    gap: int = 1
-    width: int = 12
-    depth: int = 3
-    flow_width: int = 16
-    batch: int = 6
-    steps: int = 250
-    flow_steps: int = 400
-    lr: float = 2e-3
-    minkowski_weight: float = 10.0
-    temperature: float = 0.1
-    thresholds: tuple = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
-    trust_weight_at_p90: float = 0.1
-    ode_steps: int = 8
-    solver: str = "euler"
-    members: int = 8
-    max_test_patches: int = 48
-    fss_threshold: float = 5.0
-    fss_window: int = 9
-    models: tuple = MODELS
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.factor not in FACTORS:
-            raise ConfigError(f"factor must be one of {FACTORS}, got {self.factor!r}")
-        for name, lo in (("patch", 0), ("stride", 0), ("max_patches_per_frame", 1), ("frame_step", 1), ("gap", 0),
-                         ("width", 1), ("depth", 1), ("flow_width", 1), ("batch", 1), ("steps", 0),
-                         ("flow_steps", 0), ("ode_steps", 1), ("members", 2), ("max_test_patches", 1),
-                         ("fss_window", 1), ("seed", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
-        check_factor(self.patch_size, self.factor)
-        if self.patch_size % 2**self.depth:
-            raise ConfigError(f"patch size {self.patch_size} must be a multiple of 2**depth = {2**self.depth}")
-        for name in ("lr", "temperature", "fss_threshold"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0 <= self.min_wet_fraction <= 1:
-            raise ConfigError(f"min_wet_fraction must be in [0, 1], got {self.min_wet_fraction!r}")
-        if not 0 < self.train_fraction < 1:
-            raise ConfigError(f"train_fraction must be in (0, 1), got {self.train_fraction!r}")
-        if not self.minkowski_weight >= 0:
-            raise ConfigError(f"minkowski_weight must be >= 0, got {self.minkowski_weight!r}")
-        if not 0 < self.trust_weight_at_p90 < 1:
-            raise ConfigError(f"trust_weight_at_p90 must be in (0, 1), got {self.trust_weight_at_p90!r}")
-        thr = np.asarray(self.thresholds, dtype=float)
-        if thr.ndim != 1 or thr.size < 1 or not np.all(np.isfinite(thr)) or np.any(np.diff(thr) <= 0):
-            raise ConfigError(f"thresholds must be finite and strictly increasing, got {self.thresholds!r}")
-        if self.solver not in ("euler", "heun"):
-            raise ConfigError(f"solver must be 'euler' or 'heun', got {self.solver!r}")
-        unknown = sorted(set(self.models) - set(MODELS))
-        if unknown or not self.models:
-            raise ConfigError(f"models must be a non-empty subset of {MODELS}, got {list(self.models)}")
-
-    @property
-    def patch_size(self) -> int:
-        return self.patch or (120 if self.factor == 10 else 128)
-
-    @property
-    def stride_size(self) -> int:
-        return self.stride or self.patch_size
-
-
-def quick_config(**overrides: Any) -> DownscalingConfig:
-    """Tiny sizes (a smoke test, not science): narrow networks, a few steps, small ensembles."""
-    base = dict(width=4, depth=3, flow_width=4, batch=2, steps=3, flow_steps=3, ode_steps=2, members=2,
-                max_test_patches=3, max_patches_per_frame=4, stride=68)
-    base.update(overrides)
-    return DownscalingConfig(**base)
+__all__ = ["FACTORS", "GENERATIVE", "KINDS", "MODELS", "DownscalingConfig", "build_model", "default_weights_dir",
+           "evaluate_into", "evenly", "latent_scale_of", "load_models", "make_patches", "open_rain", "quick_config",
+           "relaxed_loss", "run_evaluate", "run_sample", "run_train", "save_models", "split_patches", "train_models"]
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -153,79 +66,6 @@ def make_patches(rain: xr.DataArray, cfg: DownscalingConfig) -> xr.DataArray:
 def split_patches(patches: xr.DataArray, cfg: DownscalingConfig) -> tuple[xr.DataArray, xr.DataArray]:
     """Chronological split: (earlier training patches, later test patches)."""
     return chronological_split(patches, cfg.train_fraction, cfg.gap)
-
-
-def evenly(n: int, k: int) -> np.ndarray:
-    """At most ``k`` indices spread evenly over ``range(n)``."""
-    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int))
-
-
-# ------------------------------------------------------------------------------------------------ models
-def build_model(name: str, cfg: DownscalingConfig, key: jax.Array, latent_scale: float = 0.5) -> Any:
-    """An untrained network for model ``name``."""
-    if name in GENERATIVE:
-        return ConditionalFlow(cfg.factor, cfg.flow_width, cfg.depth, latent_scale=latent_scale,
-                               n_steps=cfg.ode_steps, solver=cfg.solver, key=key)
-    return SuperResolutionUNet(1, 1, factor=cfg.factor, width=cfg.width, depth=cfg.depth, key=key)
-
-
-def relaxed_loss(cfg: DownscalingConfig) -> MinkowskiLoss:
-    """The relaxed Minkowski loss of the recipe: ``cfg.thresholds``, ``cfg.temperature``, log1p transform."""
-    return MinkowskiLoss(cfg.thresholds, method="relaxed", temperature=cfg.temperature, transform="log1p")
-
-
-def latent_scale_of(fine: np.ndarray, factor: int) -> float:
-    """Standard deviation of ``log(1 + R) - log(1 + upsampled block mean)`` over training patches, rounded to 2
-    significant digits (the flow's ``latent_scale``)."""
-    coarse = np.asarray(block_average(fine, factor))
-    up = np.repeat(np.repeat(coarse, factor, -2), factor, -1)
-    s = float(np.std(np.log1p(fine) - np.log1p(up)))
-    return float(f"{max(s, 1e-3):.2g}")
-
-
-def train_models(cfg: DownscalingConfig, train: np.ndarray, *, progress: bool = False, log: Callable = print,
-                 ckpt_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train every model of ``cfg.models`` on training patches (N, H, H); returns (models, training record)."""
-    key = jax.random.PRNGKey(cfg.seed)
-    sampler = PatchSampler(train, cfg.factor, batch_size=cfg.batch, augment=True)
-    record: dict[str, Any] = {"n_train_patches": int(train.shape[0])}
-    scale = latent_scale_of(train, cfg.factor)
-    record["latent_scale"] = scale
-    trust = None
-    if "mse_minkowski_surrogate" in cfg.models:
-        surrogate = load_default_surrogate()
-        calib = train[evenly(train.shape[0], 64)]
-        tau, stats = calibrate_trust(surrogate, calib, cfg.trust_weight_at_p90)
-        trust = TrustGatedMinkowski(surrogate, tau)
-        record["trust_gate"] = {"tau": tau, **stats, "surrogate_thresholds": np.asarray(surrogate.thresholds).tolist(),
-                                "calibration_patches": int(calib.shape[0])}
-    losses = {"mse": mse_loss,
-              "mse_minkowski_relaxed": mse_minkowski_loss(relaxed_loss(cfg), cfg.minkowski_weight),
-              "mse_minkowski_surrogate": (mse_minkowski_loss(trust, cfg.minkowski_weight) if trust is not None
-                                          else None),
-              "generative": flow_matching_loss(),
-              "generative_minkowski": flow_matching_loss(relaxed_loss(cfg), cfg.minkowski_weight)}
-    models = {}
-    for i, name in enumerate(cfg.models):
-        k_init, k_fit = jax.random.split(jax.random.fold_in(key, i))
-        # every U-Net starts from the same weights (and every flow from the same), so losses alone differ
-        k_init = jax.random.fold_in(key, 1000 + (name in GENERATIVE))
-        model = build_model(name, cfg, k_init, latent_scale=scale)
-        n = cfg.flow_steps if name in GENERATIVE else cfg.steps
-        log(f"training {name} ({n} steps, batch {cfg.batch})")
-        t0, c0 = time.perf_counter(), time.process_time()
-        ckpt = str(ckpt_dir / f"{name}.ckpt") if ckpt_dir is not None else None
-        res = fit(model, losses[name], sampler, optimizer=default_optimizer(cfg.lr, n), n_iters=n, key=k_fit,
-                  checkpoint=ckpt, checkpoint_every=50, progress=progress, description=name)
-        models[name] = res.model
-        hist = np.asarray(res.history, dtype=float)
-        tail = max(1, min(20, hist.size // 5)) if hist.size else 1
-        record[name] = {"steps": n, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-                        "loss_first": float(hist[:tail].mean()) if hist.size else None,
-                        "loss_last": float(hist[-tail:].mean()) if hist.size else None,
-                        "aux_last": {k: float(np.mean(v[-tail:])) for k, v in res.aux_history.items() if v},
-                        "history": hist.tolist()}
-    return models, record
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -320,10 +160,16 @@ def run_train(cfg: DownscalingConfig, out: str | Path, data: str | Path | None =
         patches = make_patches(rain, cfg)
         train, test = split_patches(patches, cfg)
         log(f"{train.sizes['patch']} training patches (earlier frames), {test.sizes['patch']} test patches")
+        fit_part, val = (chronological_split(train, 1.0 - cfg.val_fraction, cfg.gap) if cfg.val_fraction > 0
+                         else (train, None))
+        if val is not None:
+            log(f"validation: the latest {val.sizes['patch']} of the training patches "
+                f"({fit_part.sizes['patch']} left to train on)")
+            val = np.asarray(val.isel(patch=evenly(val.sizes["patch"], cfg.max_test_patches)).values, np.float32)
         ckpt = stage / CHECKPOINTS
         ckpt.mkdir(exist_ok=True)
         t1 = time.perf_counter()
-        models, record = train_models(cfg, np.asarray(train.values, np.float32), progress=progress, log=log,
+        models, record = train_models(cfg, np.asarray(fit_part.values, np.float32), val, progress=progress, log=log,
                                       ckpt_dir=ckpt)
         record["training_seconds"] = time.perf_counter() - t1
         record["data"] = {"file": name, "train_patches": int(train.sizes["patch"]),

@@ -87,11 +87,14 @@ def plot_training(out: Path, record: dict[str, Any]) -> Path:
     for n, r in record.items():
         if not isinstance(r, dict) or "history" not in r or not r["history"]:
             continue
-        ax = axes[1] if n.startswith("generative") else axes[0]
+        flow = n.startswith(("generative", "flow"))
+        ax = axes[1] if flow else axes[0]
         h = np.asarray(r["history"])
         k = max(1, h.size // 50)
         smooth = np.convolve(h, np.ones(k) / k, mode="valid")
-        ax.plot(np.arange(smooth.size) + k - 1, smooth, color=COLORS.get(n), label=n)
+        pre = record.get("flow_pretrain" if flow else "unet_pretrain")
+        start = int(pre["steps"]) if isinstance(pre, dict) and not n.endswith("pretrain") else 0
+        ax.plot(np.arange(smooth.size) + k - 1 + start, smooth, color=COLORS.get(n, "0.5"), label=n)
     axes[0].set(yscale="log", xlabel="iteration", ylabel="loss", title="U-Net losses (running mean)")
     axes[1].set(yscale="log", xlabel="iteration", ylabel="loss", title="flow-matching losses (running mean)")
     for ax in axes:

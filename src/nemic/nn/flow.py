@@ -75,6 +75,9 @@ class ConditionalFlow(eqx.Module):
         latent_scale: ``s`` of the transformed variable (log(1 + mm/h) units).
         n_steps: default number of ODE steps for :meth:`sample`.
         solver: ``"euler"`` or ``"heun"``.
+        noise_scale: standard deviation :math:`\\sigma` of the starting noise of :meth:`sample` (1: the trained
+            flow's own; another value is a sampler calibration, e.g. fitted on validation data so that the
+            ensemble's spread matches its error).
         key: ``jax.random`` key for the initial weights.
 
     Shapes: coarse (h, w) -> fine (h factor, w factor) per sample; :meth:`sample_batch` takes (B, h, w).
@@ -87,9 +90,10 @@ class ConditionalFlow(eqx.Module):
     latent_scale: float = eqx.field(static=True)
     n_steps: int = eqx.field(static=True)
     solver: str = eqx.field(static=True)
+    noise_scale: float = eqx.field(static=True)
 
     def __init__(self, factor: int = 10, width: int = 16, depth: int = 3, latent_scale: float = 0.5,
-                 n_steps: int = 8, solver: str = "euler", *, key: jax.Array):
+                 n_steps: int = 8, solver: str = "euler", noise_scale: float = 1.0, *, key: jax.Array):
         for name, v, lo in (("factor", factor, 1), ("width", width, 1), ("depth", depth, 0), ("n_steps", n_steps, 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"ConditionalFlow: {name} must be an integer >= {lo}, got {v!r}")
@@ -97,15 +101,23 @@ class ConditionalFlow(eqx.Module):
             raise ConfigError(f"ConditionalFlow: latent_scale must be a number > 0, got {latent_scale!r}")
         if solver not in SOLVERS:
             raise ConfigError(f"ConditionalFlow: solver must be one of {SOLVERS}, got {solver!r}")
+        if not (isinstance(noise_scale, (int, float)) and noise_scale > 0):
+            raise ConfigError(f"ConditionalFlow: noise_scale must be a number > 0, got {noise_scale!r}")
         self.net = SuperResolutionUNet(2 + _TIME_CHANNELS, 1, factor=1, width=width, depth=depth, residual=False,
                                        key=key)
         self.factor, self.width, self.depth = factor, width, depth
         self.latent_scale, self.n_steps, self.solver = float(latent_scale), n_steps, solver
+        self.noise_scale = float(noise_scale)
 
     def config(self) -> dict[str, Any]:
         """Hyperparameters that rebuild this module's skeleton (for :func:`nemic.train.checkpoint.save_module`)."""
         return {"factor": self.factor, "width": self.width, "depth": self.depth, "latent_scale": self.latent_scale,
-                "n_steps": self.n_steps, "solver": self.solver}
+                "n_steps": self.n_steps, "solver": self.solver, "noise_scale": self.noise_scale}
+
+    def with_noise_scale(self, noise_scale: float) -> "ConditionalFlow":
+        """The same velocity field with another sampling noise scale :math:`\\sigma`."""
+        skeleton = ConditionalFlow(**{**self.config(), "noise_scale": noise_scale}, key=jax.random.PRNGKey(0))
+        return eqx.tree_at(lambda m: m.net, skeleton, self.net)
 
     # ----------------------------------------------------------------------------------- transforms
     def condition(self, coarse: jax.Array) -> jax.Array:
@@ -155,7 +167,7 @@ class ConditionalFlow(eqx.Module):
             raise ConfigError(f"solver must be one of {SOLVERS}, got {solver!r}")
         coarse = jnp.asarray(coarse)
         shape = (coarse.shape[0] * self.factor, coarse.shape[1] * self.factor)
-        x0 = jax.random.normal(key, shape, dtype=jnp.result_type(coarse.dtype, jnp.float32))
+        x0 = self.noise_scale * jax.random.normal(key, shape, dtype=jnp.result_type(coarse.dtype, jnp.float32))
         dt = 1.0 / n
 
         def step(x, i):

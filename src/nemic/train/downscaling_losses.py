@@ -142,7 +142,7 @@ class TrustGatedMinkowski(eqx.Module):
         """(ungated term per sample (B,), gate weight per sample (B,))."""
         if prediction.shape != target.shape or prediction.ndim != 3:
             raise DataError(f"prediction {prediction.shape} and target {target.shape} must both be (B, H, W)")
-        sur = jax.lax.stop_gradient(self.surrogate)
+        sur = _frozen(self.surrogate)
         h, w = prediction.shape[-2:]
         mp = sur(prediction)
         mt = sur(jax.lax.stop_gradient(target))
@@ -159,6 +159,13 @@ class TrustGatedMinkowski(eqx.Module):
     def __call__(self, prediction: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
         term, gate = self.per_sample(prediction, target)
         return jnp.mean(gate * term), jnp.mean(gate)
+
+
+def _frozen(module: Any) -> Any:
+    """``module`` with ``stop_gradient`` on its array leaves (non-array leaves, e.g. an MLP's activation function,
+    stay as they are)."""
+    params, static = eqx.partition(module, eqx.is_array)
+    return eqx.combine(jax.lax.stop_gradient(params), static)
 
 
 def _minkowski_term(minkowski: Any, pred: jax.Array, target: jax.Array,

@@ -1,0 +1,178 @@
+"""Training of the downscaling models (:mod:`nemic.experiments.downscaling`): shared pre-training, a validation
+sweep of the Minkowski weight, and the calibration of the generative models' noise on validation patches.
+
+The schedule (all through :func:`nemic.train.loop.fit`, one fixed sequence of batches for every U-Net and one
+for every flow, so that the losses alone differ):
+
+1. **U-Nets.** With ``pretrain_steps > 0`` one U-Net is first trained with the MSE loss; every U-Net model
+   (``mse`` included) then trains ``steps`` more steps from it with its own loss (a Minkowski fine-tuning of an
+   MSE network, as the structure of the rain is learnt after its mean). All U-Nets see the same number of steps.
+2. **Minkowski weight.** Each Minkowski U-Net is trained with every weight of ``minkowski_weights`` (or only
+   ``minkowski_weight``) and the one kept is the best on the **validation** patches (the latest
+   ``val_fraction`` of the training frames, never the test block) against the ``mse`` model: first the number
+   of the issue's four conditions met (FSS at ``fss_threshold`` / ``fss_window`` higher, RAPSD error and
+   Minkowski distance lower, MAE at most 5 % higher), then the mean relative gain on the first three.
+3. **Flows.** Likewise a shared flow-matching pre-training (``flow_pretrain_steps``), then ``flow_steps`` per
+   flow with its own loss.
+4. **Noise calibration** (``calibrate_noise``): a flow's samples start from :math:`x_0 \\sim N(0, \\sigma^2 I)`;
+   :math:`\\sigma` (1 for the plain flow) is chosen among ``noise_scales`` as the one whose ensemble's
+   spread/error on the validation patches is closest to 1, and saved with the model (``noise_scale``). This is a
+   documented, validation-fitted calibration of the sampler; the test block never enters it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from nemic.data.patches import PatchSampler, block_average
+from nemic.experiments.downscaling_config import (GENERATIVE, DownscalingConfig, build_model, evenly,
+                                                  latent_scale_of, relaxed_loss)
+from nemic.train.downscaling_losses import (TrustGatedMinkowski, calibrate_trust, flow_matching_loss, mse_loss,
+                                            mse_minkowski_loss)
+from nemic.train.loop import FitResult, default_optimizer, fit
+from nemic.train.surrogate import load_default_surrogate
+
+UNETS = ("mse", "mse_minkowski_relaxed", "mse_minkowski_surrogate")
+
+
+def _fit_record(res: FitResult, n: int, t0: float, c0: float) -> dict[str, Any]:
+    hist = np.asarray(res.history, dtype=float)
+    tail = max(1, min(20, hist.size // 5)) if hist.size else 1
+    return {"steps": n, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "loss_first": float(hist[:tail].mean()) if hist.size else None,
+            "loss_last": float(hist[-tail:].mean()) if hist.size else None,
+            "aux_last": {k: float(np.mean(v[-tail:])) for k, v in res.aux_history.items() if v},
+            "history": hist.tolist()}
+
+
+def _run(model: Any, loss: Callable, sampler: PatchSampler, n: int, key: jax.Array, cfg: DownscalingConfig,
+         name: str, ckpt_dir: Path | None, progress: bool, log: Callable) -> tuple[Any, dict[str, Any]]:
+    log(f"training {name} ({n} steps, batch {cfg.batch})")
+    t0, c0 = time.perf_counter(), time.process_time()
+    ckpt = str(ckpt_dir / f"{name}.ckpt") if ckpt_dir is not None else None
+    res = fit(model, loss, sampler, optimizer=default_optimizer(cfg.lr, n), n_iters=n, key=key, checkpoint=ckpt,
+              checkpoint_every=100, progress=progress, description=name)
+    return res.model, _fit_record(res, n, t0, c0)
+
+
+def validation_scores(model: Any, val: np.ndarray, cfg: DownscalingConfig, members: int = 0,
+                      key: jax.Array | None = None) -> dict[str, float]:
+    """Scores (:func:`nemic.experiments.downscaling_eval.score`) of one model on validation patches (N, H, W)."""
+    from nemic.experiments import downscaling_eval as ev
+
+    coarse = np.asarray(block_average(val, cfg.factor))
+    key = jax.random.PRNGKey(cfg.seed + 2) if key is None else key
+    preds = ev.predict({"m": model}, coarse, max(members, 2), key)
+    return ev.score({"m": preds["m"]}, val, tuple(cfg.thresholds))["m"]
+
+
+def selection_key(s: dict[str, float], ref: dict[str, float], cfg: DownscalingConfig) -> tuple[int, float]:
+    """(conditions met, mean relative gain) of scores ``s`` against the reference ``ref`` (see the module doc)."""
+    f = f"fss_{cfg.fss_threshold:g}mm_{cfg.fss_window}px"
+    met = [s[f] > ref[f], s["rapsd_error"] < ref["rapsd_error"],
+           s["minkowski_distance"] < ref["minkowski_distance"], s["mae"] <= 1.05 * ref["mae"]]
+    gain = (s[f] / max(ref[f], 1e-9) - 1.0 + 1.0 - s["rapsd_error"] / ref["rapsd_error"]
+            + 1.0 - s["minkowski_distance"] / ref["minkowski_distance"]) / 3.0
+    return int(sum(met)), float(gain)
+
+
+def calibrate_noise(model: Any, val: np.ndarray, cfg: DownscalingConfig) -> tuple[float, dict[str, float]]:
+    """The noise scale among ``cfg.noise_scales`` whose validation spread/error is closest to 1 (and the
+    spread/error of each candidate)."""
+    from nemic.experiments import downscaling_eval as ev
+    from nemic.metrics import spread_error
+
+    val = val[evenly(val.shape[0], 12)]
+    coarse = np.asarray(block_average(val, cfg.factor))
+    ratios = {}
+    for sigma in cfg.noise_scales:
+        m = model.with_noise_scale(float(sigma))
+        p = ev.predict({"m": m}, coarse, cfg.members, jax.random.PRNGKey(cfg.seed + 3))["m"]
+        ratios[f"{sigma:g}"] = float(spread_error(p, val))
+    best = min(cfg.noise_scales, key=lambda s: abs(np.log(ratios[f"{s:g}"])))
+    return float(best), ratios
+
+
+def train_models(cfg: DownscalingConfig, train: np.ndarray, val: np.ndarray | None = None, *,
+                 progress: bool = False, log: Callable = print,
+                 ckpt_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train every model of ``cfg.models`` on training patches (N, H, H), choosing the Minkowski weight and the
+    flows' noise scale on validation patches ``val`` (M, H, H) if given; returns (models, training record)."""
+    key = jax.random.PRNGKey(cfg.seed)
+    sampler = PatchSampler(train, cfg.factor, batch_size=cfg.batch, augment=True)
+    record: dict[str, Any] = {"n_train_patches": int(train.shape[0]),
+                              "n_val_patches": 0 if val is None else int(val.shape[0])}
+    scale = latent_scale_of(train, cfg.factor)
+    record["latent_scale"] = scale
+    trust = None
+    if "mse_minkowski_surrogate" in cfg.models:
+        surrogate = load_default_surrogate(version=cfg.surrogate_version)
+        calib = train[evenly(train.shape[0], 64)]
+        tau, stats = calibrate_trust(surrogate, calib, cfg.trust_weight_at_p90)
+        trust = TrustGatedMinkowski(surrogate, tau)
+        record["trust_gate"] = {"tau": tau, **stats, "surrogate_version": cfg.surrogate_version,
+                                "surrogate_thresholds": np.asarray(surrogate.thresholds).tolist(),
+                                "calibration_patches": int(calib.shape[0])}
+    losses = {"mse": lambda w: mse_loss,
+              "mse_minkowski_relaxed": lambda w: mse_minkowski_loss(relaxed_loss(cfg), w),
+              "mse_minkowski_surrogate": lambda w: mse_minkowski_loss(trust, w),
+              "generative": lambda w: flow_matching_loss(),
+              "generative_minkowski": lambda w: flow_matching_loss(relaxed_loss(cfg), w)}
+    weights = tuple(cfg.minkowski_weights) or (cfg.minkowski_weight,)
+    bases: dict[bool, Any] = {}
+    for flow in (False, True):
+        if not any((n in GENERATIVE) == flow for n in cfg.models):
+            continue
+        base = build_model("generative" if flow else "mse", cfg, jax.random.fold_in(key, 1000 + flow),
+                           latent_scale=scale)
+        n_pre = cfg.flow_pretrain_steps if flow else cfg.pretrain_steps
+        if n_pre:
+            name = "flow_pretrain" if flow else "unet_pretrain"
+            base, record[name] = _run(base, losses["generative" if flow else "mse"](0.0), sampler, n_pre,
+                                      jax.random.fold_in(key, 2000 + flow), cfg, name, ckpt_dir, progress, log)
+        bases[flow] = base
+    models: dict[str, Any] = {}
+    val_scores: dict[str, Any] = {}
+    for name in cfg.models:
+        flow = name in GENERATIVE
+        n = cfg.flow_steps if flow else cfg.steps
+        k_fit = jax.random.fold_in(key, 3000 + flow)
+        # the weight sweep is for the U-Nets; the generative Minkowski model keeps ``minkowski_weight``
+        candidates = (0.0,) if "minkowski" not in name else (cfg.minkowski_weight,) if flow else weights
+        runs = []
+        for w in candidates:
+            tag = name if len(candidates) == 1 else f"{name}_w{w:g}"
+            m, rec = _run(bases[flow], losses[name](w), sampler, n, k_fit, cfg, tag, ckpt_dir, progress, log)
+            rec["minkowski_weight"] = w if "minkowski" in name else None
+            if val is not None and not flow:
+                rec["validation"] = validation_scores(m, val, cfg)
+            runs.append((m, rec))
+        ref = record.get("mse", {}).get("validation")
+        if len(runs) > 1 and val is not None:
+            ref = ref or validation_scores(bases[flow], val, cfg)
+            keys = [selection_key(r["validation"], ref, cfg) for _, r in runs]
+            best = max(range(len(runs)), key=lambda i: keys[i])
+            log(f"{name} on validation: " + ", ".join(f"weight {w:g}: {k[0]}/4 conditions, gain {k[1]:+.3f}"
+                                                      for w, k in zip(candidates, keys))
+                + f"; keeping {candidates[best]:g}")
+            val_scores[name] = {f"{w:g}": {**r["validation"], "conditions_met": k[0], "gain": k[1]}
+                                for w, (_, r), k in zip(candidates, runs, keys)}
+        else:
+            best = 0
+        models[name], record[name] = runs[best]
+        if flow and val is not None and len(cfg.noise_scales) > 1:
+            sigma, ratios = calibrate_noise(models[name], val, cfg)
+            log(f"{name} on validation: spread/error " + ", ".join(f"{r:.3f} at noise scale {k}"
+                                                                   for k, r in ratios.items())
+                + f"; keeping {sigma:g}")
+            models[name] = models[name].with_noise_scale(sigma)
+            record[name]["noise_scale"] = sigma
+            record[name]["validation_spread_error"] = ratios
+    if val_scores:
+        record["minkowski_weight_sweep"] = val_scores
+    return models, record
