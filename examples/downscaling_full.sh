@@ -15,18 +15,18 @@ width = 8
 flow_width = 8
 depth = 3
 batch = 4
-pretrain_steps = 1000
-steps = 300
-flow_pretrain_steps = 800
-flow_steps = 300
+pretrain_steps = 600
+steps = 150
+flow_pretrain_steps = 300
+flow_steps = 120
 lr = 2e-3
 minkowski_weights = [5.0, 25.0]
 val_fraction = 0.15
-noise_scales = [1.0, 1.3, 1.7]
+noise_scales = [1.0, 1.5, 2.0]
 ode_steps = 8
 members = 8
-max_test_patches = 32
+max_test_patches = 16
 TOML
 # train (and score on the test block), then score the saved weights again with the evaluate command
 /usr/bin/time -v $N downscale train --data "$DATA" --factor 10 --config "$R/full.toml" --out "$R/x10" --no-progress
-$N downscale evaluate --data "$DATA" --weights "$R/x10/weights" --out "$R/x10_eval" --max-patches 32 --no-progress
+$N downscale evaluate --data "$DATA" --weights "$R/x10/weights" --out "$R/x10_eval" --max-patches 16 --no-progress
