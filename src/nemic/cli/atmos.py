@@ -88,6 +88,8 @@ def run(
     initial: Optional[Path] = typer.Option(None, help="initial state: a truth directory or store, or a netCDF file "
                                            "with T, u, v, q, ps (default: the shipped one, 2000-03-01)"),
     mean_days: float = typer.Option(30.0, help="with --years/--physics: averaging window of atmosphere.nc, days"),
+    clip_humidity: bool = typer.Option(True, help="with --years/--physics: clip negative humidity after each step "
+                                       "(water-conserving rescaling)"),
     float64: bool = typer.Option(False, help="with --years/--physics: compute in float64 (default float32)"),
 ) -> None:
     """Run the atmosphere. Without --years/--physics: from an isothermal state at rest with a surface-pressure bump
@@ -97,7 +99,7 @@ def run(
     --save-hours), metrics.json, global_mean.png."""
     if years is not None or physics is not None:
         _climate_run(out, days, years, physics or "hybrid", dt, save_hours, mean_days, weights, initial,
-                     fix_dry_mass, float64, quiet)
+                     fix_dry_mass, float64, quiet, clip_humidity)
         return
     dt = 1200.0 if dt is None else dt
     _check(days, dt, save_hours, forcing)
@@ -148,7 +150,7 @@ def run(
 
 
 def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, initial, fix_dry_mass, float64,
-                 quiet) -> None:
+                 quiet, clip_humidity=True) -> None:
     import math
 
     from nemic.errors import ConfigError
@@ -165,7 +167,8 @@ def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, 
     dt = 1800.0 if dt is None else dt
     cfg = ClimateRunConfig(physics=physics, days=length, dt=dt, mean_days=min(mean_days, length),
                            save_hours=save_hours, weights=None if weights is None else str(weights),
-                           initial=None if initial is None else str(initial), fix_dry_mass=fix_dry_mass)
+                           initial=None if initial is None else str(initial), fix_dry_mass=fix_dry_mass,
+                           clip_humidity=clip_humidity)
     t0 = time.perf_counter()
     with progress(f"atmosphere T21L8 {physics}, {cfg.n_chunks} x {cfg.chunk_days:g} days", enabled=not quiet) as bar:
         m = run_climate(cfg, out, progress=bar)

@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,6 +41,7 @@ import xarray as xr
 
 from nemic.core.errors import BlowUpError, ConfigError, DataError
 from nemic.core.rollout import simulate
+from nemic.core.steppers import IMEXSIL3, AbstractStepFilter, Filtered
 from nemic.data.atmosphere.dataset import check_truth
 from nemic.experiments.atmos_training import hybrid
 from nemic.experiments.config import staged_run
@@ -49,12 +51,33 @@ from nemic.models.atmosphere import (AtmosphereFields, ColumnPhysics, HeldSuarez
                                      PrimitiveEquations)
 from nemic.train.checkpoint import load_module
 
-__all__ = ["PHYSICS", "ClimateRunConfig", "shipped_dir", "load_initial_fields", "build_physics", "run_climate",
+__all__ = ["PHYSICS", "NonNegativeHumidity", "ClimateRunConfig", "shipped_dir", "load_initial_fields", "build_physics", "run_climate",
            "EPOCH"]
 
 PHYSICS = ("hybrid", "held-suarez", "none")
 EPOCH = "days since 2000-01-01 00:00:00"
 GRAVITY = 9.81
+
+
+class NonNegativeHumidity(AbstractStepFilter):
+    """Set negative specific humidity to zero on the Gaussian grid after each step and rescale the humidity
+    everywhere by one factor so that the global, sigma-weighted water ``sum_k dsigma_k <q_k>`` is what the step
+    left (the borrowing of a global "hole filler"; Rasch & Williamson 1990, QJRMS 116, 1071,
+    doi:10.1002/qj.49711649504, discuss such fixers). A band-limited spectral field cannot be exactly
+    non-negative, so small negatives come back through the truncation; the clipping keeps them from growing."""
+
+    grid: Any = eqx.field(static=True)
+
+    def __call__(self, before, after):
+        g = self.grid
+        q = g.to_nodal(after.specific_humidity)
+        dsig = jnp.asarray(g.layer_thickness, q.dtype)[:, None, None]
+        w = jnp.asarray(g.area_weights, q.dtype)
+        total = jnp.sum(q * dsig * w)
+        qc = jnp.maximum(q, 0.0)
+        clipped = jnp.sum(qc * dsig * w)
+        scale = jnp.where(clipped > 0, jnp.maximum(total, 0.0) / jnp.where(clipped > 0, clipped, 1.0), 1.0)
+        return eqx.tree_at(lambda s: s.specific_humidity, after, g.to_modal(qc * scale))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +91,8 @@ class ClimateRunConfig:
         sample_hours: interval of the samples averaged [h]. save_hours: interval of ``daily.nc`` [h].
         weights: column network (``.eqx``; ``None`` = the shipped one). initial: initial state (truth store or
             netCDF; ``None`` = the shipped one). fix_dry_mass: hold the global dry mass fixed.
+        clip_humidity: apply :class:`NonNegativeHumidity` after every step.
+        flush_chunks: write the files of the chunks done so far every this many chunks (0: only at the end).
     """
 
     physics: str = "hybrid"
@@ -79,6 +104,8 @@ class ClimateRunConfig:
     weights: str | None = None
     initial: str | None = None
     fix_dry_mass: bool = True
+    clip_humidity: bool = True
+    flush_chunks: int = 12
 
     def __post_init__(self):
         if self.physics not in PHYSICS:
@@ -233,6 +260,31 @@ def _plot_series(d: xr.Dataset, out: Path) -> None:
     save_figure(fig, out / "global_mean.png")
 
 
+def _write(stage: Path, g, cfg: ClimateRunConfig, settings: dict, means: list, daily: list, steps_per_chunk: int,
+           wall: float, blowup: BlowUpError | None) -> dict[str, Any]:
+    """Write the files of the chunks done so far (also called during the run, so that the staging directory of a
+    long run holds its results up to the last flush)."""
+    done_steps = len(means) * steps_per_chunk
+    attrs = {"physics": cfg.physics, "grid": str(g), "dt": cfg.dt, "start_day": settings["start_day"],
+             "fix_dry_mass": int(cfg.fix_dry_mass), "mean_days": cfg.chunk_days}
+    metrics = {"config": settings, "grid": str(g), "steps": done_steps, "days": done_steps * cfg.dt / 86400,
+               "wall_seconds": wall, "seconds_per_simulated_day":
+                   wall / max(done_steps * cfg.dt / 86400, 1e-9),
+               "blowup": None if blowup is None else {"step": blowup.step, "time_s": blowup.time,
+                                                      "variable": blowup.variable}}
+    if means:
+        m, d = _datasets(g, means, daily, attrs)
+        write_netcdf(m, stage / "atmosphere.nc")
+        write_netcdf(d, stage / "daily.nc")
+        for k in SERIES_ATTRS:
+            v = d[k].values
+            metrics[k] = {"first": float(v[0]), "last": float(v[-1]), "min": float(v.min()),
+                          "max": float(v.max()), "finite": bool(np.all(np.isfinite(v)))}
+        _plot_series(d, stage)
+    write_json(metrics, stage / "metrics.json")
+    return metrics
+
+
 def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[int, int], None] | None = None,
                 truncation: int = 21, layers: int = 8) -> dict[str, Any]:
     """Run ``cfg`` and write ``atmosphere.nc``, ``daily.nc``, ``metrics.json`` and ``global_mean.png`` into
@@ -242,6 +294,11 @@ def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[i
     fields0, day_start = load_initial_fields(cfg.initial, model)
     process, observe = build_physics(cfg, model)
     state = model.from_fields(fields0)
+    filters = model.filters()  # exponential filter, hyperdiffusion, dry-mass fixer (last)
+    if cfg.clip_humidity:  # before the dry-mass fixer, which then sees the clipped humidity
+        k = len(filters) - 1 if cfg.fix_dry_mass else len(filters)
+        filters = filters[:k] + (NonNegativeHumidity(g),) + filters[k:]
+    stepper = Filtered(IMEXSIL3(), filters)
     steps_per_sample = int(round(cfg.sample_hours * 3600 / cfg.dt))
     samples_per_save = int(round(cfg.save_hours / cfg.sample_hours))
     steps_per_chunk = int(round(cfg.chunk_days * 86400 / cfg.dt / steps_per_sample)) * steps_per_sample
@@ -257,7 +314,7 @@ def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[i
     with staged_run(out, "atmos run", settings) as stage:
         for c in range(cfg.n_chunks):
             try:
-                traj = simulate(process, None, state, dt=cfg.dt, n_steps=steps_per_chunk, t0=t_sec,
+                traj = simulate(process, stepper, state, dt=cfg.dt, n_steps=steps_per_chunk, t0=t_sec,
                                 save_every=steps_per_sample, observe=obs, segments=1)
             except BlowUpError as e:
                 blowup = BlowUpError(e.step + c * steps_per_chunk, e.time, e.variable)
@@ -277,25 +334,9 @@ def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[i
             t_sec = float(traj.t[-1])
             if progress is not None:
                 progress((c + 1) * steps_per_chunk, n_steps)
-        wall = time.perf_counter() - t0
-        done_steps = len(means) * steps_per_chunk
-        attrs = {"physics": cfg.physics, "grid": str(g), "dt": cfg.dt, "start_day": day_start,
-                 "fix_dry_mass": int(cfg.fix_dry_mass), "mean_days": cfg.chunk_days}
-        metrics = {"config": settings, "grid": str(g), "steps": done_steps, "days": done_steps * cfg.dt / 86400,
-                   "wall_seconds": wall, "seconds_per_simulated_day":
-                       wall / max(done_steps * cfg.dt / 86400, 1e-9),
-                   "blowup": None if blowup is None else {"step": blowup.step, "time_s": blowup.time,
-                                                          "variable": blowup.variable}}
-        if means:
-            m, d = _datasets(g, means, daily, attrs)
-            write_netcdf(m, stage / "atmosphere.nc")
-            write_netcdf(d, stage / "daily.nc")
-            for k in SERIES_ATTRS:
-                v = d[k].values
-                metrics[k] = {"first": float(v[0]), "last": float(v[-1]), "min": float(v.min()),
-                              "max": float(v.max()), "finite": bool(np.all(np.isfinite(v)))}
-            _plot_series(d, stage)
-        write_json(metrics, stage / "metrics.json")
+            if cfg.flush_chunks and (c + 1) % cfg.flush_chunks == 0 and c + 1 < cfg.n_chunks:
+                _write(stage, g, cfg, settings, means, daily, steps_per_chunk, time.perf_counter() - t0, None)
+        metrics = _write(stage, g, cfg, settings, means, daily, steps_per_chunk, time.perf_counter() - t0, blowup)
     if blowup is not None:
         raise blowup
     return metrics
