@@ -1,7 +1,8 @@
 """``nemic atmos generate`` and ``nemic atmos train --offline|--online``: the SPEEDY truth and the column physics.
 
-The command functions are registered on the ``nemic atmos`` group by :mod:`nemic.cli.atmos`; this module also
-defines its own ``app`` with the same two commands (used in tests).
+The command functions (and ``nemic atmos guard``, the novelty guard of the column physics) are registered on the
+``nemic atmos`` group by :mod:`nemic.cli.atmos`; this module also defines its own ``app`` with the same commands
+(used in tests).
 """
 
 from __future__ import annotations
@@ -113,5 +114,40 @@ def train(
     console.print(f"wall time: {time.perf_counter() - t0:.1f} s; results in: [bold]{Path(out).resolve()}[/bold]")
 
 
+def guard(
+    truth: Path = typer.Option(..., "--truth", help="Control truth directory (train.zarr: the detector's training "
+                               "columns; test.zarr: held-out columns)."),
+    shifted: Path = typer.Option(..., "--shifted", help="Truth of a climate the network never saw, e.g. "
+                                 "'nemic atmos generate' with sst_offset = 4 in --config."),
+    net: Path = typer.Option(..., "--net", help="The column network (.eqx)."),
+    out: Path = typer.Option(Path("runs/atmos_guard"), "--out", help="Directory for metrics.json, guard.png and "
+                             "guard_runs.png (replaced whole when the run finishes)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file overriding the guard settings "
+                                          "(quantile, features, fallbacks, days, n_starts, dt)."),
+    quick: bool = typer.Option(False, "--quick", help="Flag rates and 1-day runs at dt = 1 h: a smoke test."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Novelty guard of the column physics: flag rates on held-out and shifted-climate columns, and the hybrid in
+    the shifted climate with and without the guard's fallback (biases of T, q and precipitation)."""
+    import dataclasses
+
+    from rich.console import Console
+
+    from nemic.experiments.atmos_guard_run import GuardConfig, quick_guard_config, run_guard
+    from nemic.experiments.config import load_config
+
+    console = Console()
+    t0 = time.perf_counter()
+    cfg = load_config(GuardConfig, config)
+    if quick:
+        defaults, q = GuardConfig(), quick_guard_config()
+        changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                   if getattr(cfg, f.name) != getattr(defaults, f.name)}
+        cfg = dataclasses.replace(q, **changed)
+    run_guard(cfg, truth, shifted, net, out, progress=progress, log=lambda s: console.print(f"[bold cyan]{s}"))
+    console.print(f"wall time: {time.perf_counter() - t0:.1f} s; results in: [bold]{Path(out).resolve()}[/bold]")
+
+
 app.command("generate")(generate)
 app.command("train")(train)
+app.command("guard")(guard)

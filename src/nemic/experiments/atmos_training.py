@@ -156,7 +156,7 @@ def forecast_rmse(process, model: PrimitiveEquations, test: xr.Dataset, *, dt: f
     sq = {"T": [], "u": [], "q": [], "ps": []}
     for s in starts:
         state0 = jax.tree_util.tree_map(lambda x: x[s], ref)
-        f = run(state0, t_days[s] * 86400.0)
+        f = run(state0, jnp.asarray(t_days[s] * 86400.0))  # an array: one compilation for every start
         idx = s + per_day * np.arange(1, lead_days + 1)
         for k, name in (("T", "air_temperature"), ("u", "eastward_wind"), ("q", "specific_humidity"),
                         ("ps", "surface_air_pressure")):
