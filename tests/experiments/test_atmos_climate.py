@@ -200,7 +200,7 @@ def test_shipped_hybrid_loads_on_the_core_levels():
 def test_run_years_quick_path_with_the_shipped_hybrid(tmp_path):
     out = tmp_path / "run"
     code, err = invoke(root_app(), ["atmos", "run", "--years", str(1 / 365), "--mean-days", "0.5",
-                                    "--save-hours", "12", "--quiet", "--out", str(out)])
+                                    "--save-hours", "12", "--quiet", "--float64", "--out", str(out)])
     assert code == 0, err
     with xr.open_dataset(out / "atmosphere.nc") as ds:
         for name in ("air_temperature", "eastward_wind", "specific_humidity", "surface_air_pressure",

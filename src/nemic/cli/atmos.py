@@ -157,9 +157,6 @@ def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, 
 
     if years is not None and (not math.isfinite(years) or years <= 0):
         raise ConfigError(f"--years must be a positive number, got {years!r}")
-    import jax
-
-    jax.config.update("jax_enable_x64", bool(float64))
     from nemic.experiments.atmos_climate_run import ClimateRunConfig, run_climate
     from nemic.io.terminal import progress
 
@@ -169,6 +166,9 @@ def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, 
                            save_hours=save_hours, weights=None if weights is None else str(weights),
                            initial=None if initial is None else str(initial), fix_dry_mass=fix_dry_mass,
                            clip_humidity=clip_humidity)
+    import jax
+
+    jax.config.update("jax_enable_x64", bool(float64))  # after the checks: a refused run changes nothing
     t0 = time.perf_counter()
     with progress(f"atmosphere T21L8 {physics}, {cfg.n_chunks} x {cfg.chunk_days:g} days", enabled=not quiet) as bar:
         m = run_climate(cfg, out, progress=bar)
