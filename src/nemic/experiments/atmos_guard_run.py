@@ -146,6 +146,7 @@ def run_guard(cfg: GuardConfig, truth: str | Path, shifted: str | Path, net_path
             check_levels(model, net)
             cases = [("no guard", net)] + [(f"guard, {fb} fallback", GuardedColumnNet(net, det, lo, hi, fallback=fb))
                                            for fb in cfg.fallbacks]
+            done = 0
             with progress_bar(progress) as pb:
                 task = pb.add_task("hybrid runs in the shifted climate", total=len(cases) * len(starts), info="")
                 for name, fn in cases:
@@ -164,7 +165,8 @@ def run_guard(cfg: GuardConfig, truth: str | Path, shifted: str | Path, net_path
                         series["precipitation"].append(_gmean(pp - tp, w) * 86400.0)
                         series["T_rmse"].append(np.sqrt(_gmean((pT - tT) ** 2, w)))
                         series["flagged"].append(np.asarray(flagged))
-                        pb.advance(task)
+                        done += 1
+                        pb.update(task, completed=done)
                     mean = {k: np.mean(v, axis=0) for k, v in series.items()}
                     runs[name] = {
                         "daily_global_mean_bias": {"T_K": mean["T"].tolist(), "q_g_kg": mean["q"].tolist(),
