@@ -214,7 +214,7 @@ def test_run_years_quick_path_with_the_shipped_hybrid(tmp_path):
 
 
 def test_humidity_clipping_conserves_global_water_and_removes_negatives():
-    from nemic.experiments.atmos_climate_run import NonNegativeHumidity
+    from nemic.experiments.atmos_climate_fixers import NonNegativeHumidity
     from nemic.models.atmosphere import PrimitiveEquations
 
     model = PrimitiveEquations(21, 2)
@@ -233,3 +233,34 @@ def test_humidity_clipping_conserves_global_water_and_removes_negatives():
     negative = lambda q: np.sum(w[None, :, None] * np.minimum(q, 0.0))  # noqa: E731
     # the truncation brings back smaller negatives (Gibbs); each step's clipping shrinks them
     assert negative(fixed) > 0.5 * negative(q_before) and fixed.min() > 0.6 * q_before.min()
+
+
+def test_global_balance_removes_global_heating_and_moistening():
+    import jax.numpy as jnp
+
+    from nemic.experiments.atmos_climate_fixers import GlobalBalance
+    from nemic.models.atmosphere import ColumnPhysics, ColumnTendencies, PrimitiveEquations
+
+    model = PrimitiveEquations(21, 2)
+    g = model.grid
+
+    def fn(c):  # heating and drying that depend on latitude: nonzero global means
+        s = jnp.sin(jnp.deg2rad(c.latitude))
+        return ColumnTendencies(1e-5 * (1 + s) * jnp.ones(2), -1e-9 * (2 + s) * jnp.ones(2), 1e-6 * jnp.ones(2),
+                                jnp.zeros(2), 3e-5 * (1 + s ** 2), 2e-5 + 0 * s)
+
+    phys = GlobalBalance(ColumnPhysics(g, fn))
+    state = model.initial_state(surface_humidity=1e-2)
+    tend = phys.tendency(state, 0.0)
+    lat, w = _gauss_lat_weights(32)
+    area = np.broadcast_to(w[:, None] / 64, (32, 64))
+    dT = np.asarray(g.to_nodal(tend.temperature_variation)) / g.factor("K")
+    dq = np.asarray(g.to_nodal(tend.specific_humidity))
+    ps = np.asarray(model.observe(state).surface_air_pressure)
+    mass = ps[None] * np.array([0.5, 0.5])[:, None, None] * area[None]
+    assert abs(np.sum(mass * dT)) < 1e-10 * np.sum(mass * 1e-5)
+    assert abs(np.sum(mass * dq)) < 1e-10 * np.sum(mass * 1e-9)
+    raw = ColumnPhysics(g, fn).tendency(state, 0.0)
+    assert np.allclose(np.asarray(tend.vorticity), np.asarray(raw.vorticity), rtol=0, atol=0)
+    p = np.asarray(phys.observe(state, 0.0).precipitation_flux)
+    assert np.sum(area * p) == pytest.approx(2e-5, rel=1e-10)

@@ -33,7 +33,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,7 +40,8 @@ import xarray as xr
 
 from nemic.core.errors import BlowUpError, ConfigError, DataError
 from nemic.core.rollout import simulate
-from nemic.core.steppers import IMEXSIL3, AbstractStepFilter, Filtered
+from nemic.core.steppers import IMEXSIL3, Filtered
+from nemic.experiments.atmos_climate_fixers import GlobalBalance, NonNegativeHumidity
 from nemic.data.atmosphere.dataset import check_truth
 from nemic.experiments.atmos_training import hybrid
 from nemic.experiments.config import staged_run
@@ -51,33 +51,12 @@ from nemic.models.atmosphere import (AtmosphereFields, ColumnPhysics, HeldSuarez
                                      PrimitiveEquations)
 from nemic.train.checkpoint import load_module
 
-__all__ = ["PHYSICS", "NonNegativeHumidity", "ClimateRunConfig", "shipped_dir", "load_initial_fields", "build_physics", "run_climate",
+__all__ = ["PHYSICS", "ClimateRunConfig", "shipped_dir", "load_initial_fields", "build_physics", "run_climate",
            "EPOCH"]
 
 PHYSICS = ("hybrid", "held-suarez", "none")
 EPOCH = "days since 2000-01-01 00:00:00"
 GRAVITY = 9.81
-
-
-class NonNegativeHumidity(AbstractStepFilter):
-    """Set negative specific humidity to zero on the Gaussian grid after each step and rescale the humidity
-    everywhere by one factor so that the global, sigma-weighted water ``sum_k dsigma_k <q_k>`` is what the step
-    left (the borrowing of a global "hole filler"; Rasch & Williamson 1990, QJRMS 116, 1071,
-    doi:10.1002/qj.49711649504, discuss such fixers). A band-limited spectral field cannot be exactly
-    non-negative, so small negatives come back through the truncation; the clipping keeps them from growing."""
-
-    grid: Any = eqx.field(static=True)
-
-    def __call__(self, before, after):
-        g = self.grid
-        q = g.to_nodal(after.specific_humidity)
-        dsig = jnp.asarray(g.layer_thickness, q.dtype)[:, None, None]
-        w = jnp.asarray(g.area_weights, q.dtype)
-        total = jnp.sum(q * dsig * w)
-        qc = jnp.maximum(q, 0.0)
-        clipped = jnp.sum(qc * dsig * w)
-        scale = jnp.where(clipped > 0, jnp.maximum(total, 0.0) / jnp.where(clipped > 0, clipped, 1.0), 1.0)
-        return eqx.tree_at(lambda s: s.specific_humidity, after, g.to_modal(qc * scale))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +70,9 @@ class ClimateRunConfig:
         sample_hours: interval of the samples averaged [h]. save_hours: interval of ``daily.nc`` [h].
         weights: column network (``.eqx``; ``None`` = the shipped one). initial: initial state (truth store or
             netCDF; ``None`` = the shipped one). fix_dry_mass: hold the global dry mass fixed.
-        clip_humidity: apply :class:`NonNegativeHumidity` after every step.
+        clip_humidity: apply :class:`~nemic.experiments.atmos_climate_fixers.NonNegativeHumidity` after every step.
+        global_balance: wrap the hybrid's column physics in
+            :class:`~nemic.experiments.atmos_climate_fixers.GlobalBalance` (zero global-mean heating and moistening).
         flush_chunks: write the files of the chunks done so far every this many chunks (0: only at the end).
     """
 
@@ -105,6 +86,7 @@ class ClimateRunConfig:
     initial: str | None = None
     fix_dry_mass: bool = True
     clip_humidity: bool = True
+    global_balance: bool = True
     flush_chunks: int = 12
 
     def __post_init__(self):
@@ -174,6 +156,9 @@ def build_physics(cfg: ClimateRunConfig, model: PrimitiveEquations):
         net = load_module(wpath, kind="ColumnNet")
         process = hybrid(model, net, insolation="daily", day0=0.0)  # checks the network's levels
         phys = ColumnPhysics(g, PackedColumnFunction(net, net.levels), insolation="daily", day0=0.0)
+        if cfg.global_balance:
+            phys = GlobalBalance(phys)
+            process = model + phys
         return process, phys.observe
     process = model + HeldSuarez(g) if cfg.physics == "held-suarez" else model
     nlat, nlon = g.nodal_shape[1:]
