@@ -79,8 +79,8 @@ def train(
     from nemic.experiments.config import load_config
 
     if offline == online:
-        raise ConfigError("pass exactly one of --offline (regression on physics tendencies) and --online "
-                          "(rollouts of the hybrid, with --init NET)")
+        raise ConfigError("pass --offline (regression on the physics tendencies) or --online --init NET (rollouts "
+                          "of the hybrid), exactly one of them")
     console = Console()
     t0 = time.perf_counter()
     log = lambda s: console.print(f"[bold cyan]{s}")  # noqa: E731
