@@ -15,8 +15,8 @@ def _control_sst(lat_deg):
     return np.where(np.abs(lat_deg) < 60.0, 273.15 + 27.0 * np.cos(1.5 * lat) ** 2, 273.15)
 
 
-@pytest.mark.parametrize("offset", [4.0])
-def test_sst_offset_reaches_jcms_sea_surface_temperature(offset):
+def test_sst_offset_reaches_jcms_sea_surface_temperature():
+    offset = 4.0
     # jcm_truth builds the model and returns the grid and forcing before integrating anything (the chunks are lazy)
     info, _ = jcm_truth(21, 8, vertical="equidistant", spinup_days=1.0, days=1.0, chunk_days=1.0,
                         sst_offset=offset)
