@@ -193,7 +193,7 @@ def run_guard(cfg: GuardConfig, truth: str | Path, shifted: str | Path, net_path
 
 
 def _plot_rates(d_test, d_shift, d_train, thr, lat, lon, path):
-    fig, axes = plt.subplots(1, 4, figsize=(20, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4), layout="constrained")
     for ax, d, title in ((axes[0], d_test, "held-out control"), (axes[1], d_shift, "shifted (+4 K) climate")):
         im = ax.pcolormesh(lon, lat, (d > thr).mean(axis=0), vmin=0, vmax=1, cmap="viridis", shading="auto")
         fig.colorbar(im, ax=ax, label="fraction of times flagged")
@@ -212,7 +212,7 @@ def _plot_rates(d_test, d_shift, d_train, thr, lat, lon, path):
 
 
 def _plot_runs(runs, path):
-    fig, axes = plt.subplots(1, 4, figsize=(18, 3.5))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 3.8), layout="constrained")
     keys = (("T_K", "T bias [K]"), ("q_g_kg", "q bias [g/kg]"), ("precipitation_mm_day", "P bias [mm/day]"))
     for name, r in runs.items():
         days = np.arange(len(r["daily_T_rmse_K"]))
