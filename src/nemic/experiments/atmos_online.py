@@ -45,7 +45,7 @@ def _load_net(path: str | Path) -> ColumnNet:
 
 
 def _plot(hist: list[float], scores: dict[str, dict[str, list[float]]], out: Path) -> None:
-    fig, axes = plt.subplots(1, 5, figsize=(19, 3.5))
+    fig, axes = plt.subplots(1, 5, figsize=(20, 3.8), layout="constrained")
     axes[0].semilogy(hist)
     axes[0].set(xlabel="iteration", ylabel="normalised state MSE", title="online training loss")
     for ax, (k, (unit, f)) in zip(axes[1:], UNITS.items()):
