@@ -41,8 +41,8 @@ from nemic.models.atmosphere import ColumnPhysics, PackedColumnFunction, Primiti
 from nemic.nn.column import ColumnNet
 from nemic.processes.guards import MahalanobisDetector
 
-__all__ = ["FALLBACKS", "FEATURE_SETS", "LatitudeColumnDetector", "column_features", "fit_column_detector", "GuardedColumnNet", "guarded_hybrid",
-           "column_distances", "column_inputs_of"]
+__all__ = ["FALLBACKS", "FEATURE_SETS", "LatitudeColumnDetector", "column_features", "fit_column_detector",
+           "GuardedColumnNet", "guarded_hybrid", "column_distances", "column_inputs_of", "feature_index"]
 
 FALLBACKS = ("clip", "zero")
 #: feature sets of the detector: "thermo" (T, q, p_s), "all" (every input but sin latitude)

@@ -80,7 +80,8 @@ def run_online(cfg: OnlineConfig, truth: str | Path, init: str | Path, out: str 
         trained, hist = train_online(net, model, train, cfg, progress=progress, checkpoint_dir=stage / CHECKPOINTS)
         train_s = time.perf_counter() - t1
         if not np.all(np.isfinite(hist)):
-            raise DataError(f"online training produced a non-finite loss at iteration {int(np.argmin(np.isfinite(hist)))}")
+            bad = int(np.argmin(np.isfinite(hist)))
+            raise DataError(f"online training produced a non-finite loss at iteration {bad}")
         save_module(stage / "column_net.eqx", trained,
                     extra={"recipe": "atmos train --online", "sigma": sigma.tolist(), "truncation": cfg.truncation,
                            "init": str(init)})

@@ -31,7 +31,8 @@ from nemic.models.atmosphere import AtmosphereFields, ColumnPhysics, PackedColum
 from nemic.nn.column import ColumnNet
 from nemic.train.online import fit_online
 
-__all__ = ["OnlineConfig", "quick_online_config", "mlp_only", "check_levels", "hybrid", "reference_states", "state_loss", "train_online", "forecast_rmse"]
+__all__ = ["OnlineConfig", "quick_online_config", "mlp_only", "check_levels", "hybrid", "reference_states",
+           "state_loss", "train_online", "forecast_rmse"]
 
 
 @dataclasses.dataclass(frozen=True)
