@@ -190,7 +190,7 @@ def test_shipped_hybrid_loads_on_the_core_levels():
     model = PrimitiveEquations(21, 8, dt=1800.0)
     assert (shipped_dir() / "column_net.eqx").exists()
     fields, day = load_initial_fields(None, model)
-    assert fields.air_temperature.shape == (8, 32, 64) and day == pytest.approx(60.25)
+    assert fields.air_temperature.shape == (8, 32, 64) and day == pytest.approx(240.25)
     process, observe = build_physics(ClimateRunConfig(), model)
     f = observe(model.from_fields(fields), day * 86400.0)
     p = np.asarray(f.precipitation_flux)
@@ -264,3 +264,30 @@ def test_global_balance_removes_global_heating_and_moistening():
     assert np.allclose(np.asarray(tend.vorticity), np.asarray(raw.vorticity), rtol=0, atol=0)
     p = np.asarray(phys.observe(state, 0.0).precipitation_flux)
     assert np.sum(area * p) == pytest.approx(2e-5, rel=1e-10)
+
+
+def test_energy_fixer_gives_back_the_energy_a_step_lost():
+    from nemic.experiments.atmos_climate_fixers import EnergyFixer
+    from nemic.models.atmosphere import PrimitiveEquations
+
+    model = PrimitiveEquations(21, 2)
+    g = model.grid
+    before = model.initial_state(temperature=260.0)
+    f = model.observe(before)
+    lat, w = _gauss_lat_weights(32)
+    cool = np.asarray(f.air_temperature) - 2.0 * np.cos(np.deg2rad(lat))[None, :, None] ** 2
+    wind = 10.0 * np.cos(np.deg2rad(lat))[None, :, None] * np.ones((2, 32, 64))
+    after = model.from_fields(type(f)(cool, wind, 0 * wind, np.asarray(f.specific_humidity),
+                                      np.asarray(f.surface_air_pressure), None))
+
+    def energy(state):  # NumPy: Gauss-Legendre weights, equal sigma layers, c_p = 1004, g = 9.81
+        x = model.observe(state)
+        m = np.asarray(x.surface_air_pressure)[None] * 0.5 * (w[:, None] / 64)[None] / 9.81
+        e = 1004.0 * np.asarray(x.air_temperature) + 0.5 * (np.asarray(x.eastward_wind) ** 2
+                                                            + np.asarray(x.northward_wind) ** 2)
+        return np.sum(m * e)
+
+    assert abs(energy(after) - energy(before)) > 1e-4 * energy(before)
+    fixed = EnergyFixer(g)(before, after)
+    assert energy(fixed) == pytest.approx(energy(before), rel=1e-12)
+    assert np.allclose(np.asarray(fixed.vorticity), np.asarray(after.vorticity), rtol=0, atol=0)

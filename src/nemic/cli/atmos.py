@@ -92,6 +92,8 @@ def run(
                                        "(water-conserving rescaling)"),
     global_balance: bool = typer.Option(True, help="with --physics hybrid: remove the global-mean heating and "
                                         "moistening of the learned physics (see docs/atmosphere.md)"),
+    energy_fixer: bool = typer.Option(True, help="with --physics hybrid: give back the energy each step loses as a "
+                                      "uniform temperature change"),
     float64: bool = typer.Option(False, help="with --years/--physics: compute in float64 (default float32)"),
 ) -> None:
     """Run the atmosphere. Without --years/--physics: from an isothermal state at rest with a surface-pressure bump
@@ -101,7 +103,7 @@ def run(
     --save-hours), metrics.json, global_mean.png."""
     if years is not None or physics is not None:
         _climate_run(out, days, years, physics or "hybrid", dt, save_hours, mean_days, weights, initial,
-                     fix_dry_mass, float64, quiet, clip_humidity, global_balance)
+                     fix_dry_mass, float64, quiet, clip_humidity, global_balance, energy_fixer)
         return
     dt = 1200.0 if dt is None else dt
     _check(days, dt, save_hours, forcing)
@@ -152,7 +154,7 @@ def run(
 
 
 def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, initial, fix_dry_mass, float64,
-                 quiet, clip_humidity=True, global_balance=True) -> None:
+                 quiet, clip_humidity=True, global_balance=True, energy_fixer=True) -> None:
     import math
 
     from nemic.errors import ConfigError
@@ -167,7 +169,8 @@ def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, 
     cfg = ClimateRunConfig(physics=physics, days=length, dt=dt, mean_days=min(mean_days, length),
                            save_hours=save_hours, weights=None if weights is None else str(weights),
                            initial=None if initial is None else str(initial), fix_dry_mass=fix_dry_mass,
-                           clip_humidity=clip_humidity, global_balance=global_balance)
+                           clip_humidity=clip_humidity, global_balance=global_balance,
+                           energy_fixer=energy_fixer)
     import jax
 
     jax.config.update("jax_enable_x64", bool(float64))  # after the checks: a refused run changes nothing

@@ -19,9 +19,12 @@ import jax.numpy as jnp
 
 from nemic.core.process import AbstractProcess
 from nemic.core.steppers import AbstractStepFilter
-from nemic.models.atmosphere import AtmosphereFields, AtmosphereState, ColumnPhysics
+from nemic.models.atmosphere import AtmosphereFields, AtmosphereState, ColumnPhysics, fields_from_state
 
-__all__ = ["NonNegativeHumidity", "GlobalBalance"]
+__all__ = ["NonNegativeHumidity", "GlobalBalance", "EnergyFixer"]
+
+CP = 1004.0  # J kg-1 K-1, specific heat of dry air at constant pressure (SPEEDY's value)
+GRAVITY = 9.81  # m s-2
 
 
 class NonNegativeHumidity(AbstractStepFilter):
@@ -91,3 +94,36 @@ class GlobalBalance(AbstractProcess):
         """Nodal SI fields with the balanced ``precipitation_flux``."""
         fields, _, _, _, precip = self._balanced(state, t)
         return eqx.tree_at(lambda f: f.precipitation_flux, fields, precip, is_leaf=lambda x: x is None)
+
+
+def total_energy(grid: Any, state: AtmosphereState) -> Any:
+    """Global dry static + kinetic energy ``sum_k,ij p_s dsigma_k w_ij (c_p T + |v|^2 / 2) / g`` per unit area
+    [J m-2] (``w`` the Gaussian area weights, summing to 1)."""
+    f = fields_from_state(grid, state)
+    m = (f.surface_air_pressure[None] * jnp.asarray(grid.layer_thickness, f.air_temperature.dtype)[:, None, None]
+         * jnp.asarray(grid.area_weights, f.air_temperature.dtype)[None]) / GRAVITY
+    e = CP * f.air_temperature + 0.5 * (f.eastward_wind ** 2 + f.northward_wind ** 2)
+    return jnp.sum(m * e), jnp.sum(m)
+
+
+class EnergyFixer(AbstractStepFilter):
+    """Give back, as a uniform temperature change, the total energy a step lost or gained.
+
+    ``c_p T + |v|^2 / 2`` integrated over the atmosphere's mass (:func:`total_energy`) should not change in a step
+    of the hybrid whose physics has zero global-mean heating (:class:`GlobalBalance`): the dynamics conserve it
+    up to the numerical dissipation of the spectral filters and hyperdiffusion, and the learned momentum
+    tendencies (surface drag) dissipate kinetic energy whose heat the network does not return. The fixer adds
+    ``dT = (E_before - E_after) / (c_p M)`` everywhere (the global-mean mode of temperature), as the energy fixers
+    of climate models' dynamical cores do (e.g. Williamson et al. 2015, J. Adv. Model. Earth Syst. 7, 1194,
+    doi:10.1002/2015MS000448, on CAM's)."""
+
+    grid: Any = eqx.field(static=True)
+
+    def __call__(self, before, after):
+        g = self.grid
+        e0, _ = total_energy(g, before)
+        e1, mass = total_energy(g, after)
+        dT = (e0 - e1) / (CP * mass)
+        ones = g.to_modal(jnp.ones(g.nodal_shape[1:], after.temperature_variation.dtype))
+        temp = after.temperature_variation + (dT * g.factor("K")) * ones[None]
+        return eqx.tree_at(lambda s: s.temperature_variation, after, temp)

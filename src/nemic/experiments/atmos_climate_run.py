@@ -41,7 +41,7 @@ import xarray as xr
 from nemic.core.errors import BlowUpError, ConfigError, DataError
 from nemic.core.rollout import simulate
 from nemic.core.steppers import IMEXSIL3, Filtered
-from nemic.experiments.atmos_climate_fixers import GlobalBalance, NonNegativeHumidity
+from nemic.experiments.atmos_climate_fixers import EnergyFixer, GlobalBalance, NonNegativeHumidity
 from nemic.data.atmosphere.dataset import check_truth
 from nemic.experiments.atmos_training import hybrid
 from nemic.experiments.config import staged_run
@@ -73,6 +73,8 @@ class ClimateRunConfig:
         clip_humidity: apply :class:`~nemic.experiments.atmos_climate_fixers.NonNegativeHumidity` after every step.
         global_balance: wrap the hybrid's column physics in
             :class:`~nemic.experiments.atmos_climate_fixers.GlobalBalance` (zero global-mean heating and moistening).
+        energy_fixer: apply :class:`~nemic.experiments.atmos_climate_fixers.EnergyFixer` after every step (hybrid
+            only).
         flush_chunks: write the files of the chunks done so far every this many chunks (0: only at the end).
     """
 
@@ -87,7 +89,8 @@ class ClimateRunConfig:
     fix_dry_mass: bool = True
     clip_humidity: bool = True
     global_balance: bool = True
-    flush_chunks: int = 12
+    energy_fixer: bool = True
+    flush_chunks: int = 3
 
     def __post_init__(self):
         if self.physics not in PHYSICS:
@@ -283,6 +286,8 @@ def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[i
     if cfg.clip_humidity:  # before the dry-mass fixer, which then sees the clipped humidity
         k = len(filters) - 1 if cfg.fix_dry_mass else len(filters)
         filters = filters[:k] + (NonNegativeHumidity(g),) + filters[k:]
+    if cfg.energy_fixer and cfg.physics == "hybrid":
+        filters = filters + (EnergyFixer(g),)
     stepper = Filtered(IMEXSIL3(), filters)
     steps_per_sample = int(round(cfg.sample_hours * 3600 / cfg.dt))
     samples_per_save = int(round(cfg.save_hours / cfg.sample_hours))
