@@ -49,7 +49,7 @@ class OnlineConfig:
     lead_days: int = 5
     n_starts: int = 4
     score_bare: bool = True
-    loss_normalisation: str = "variance"
+    loss_normalisation: str = "increment"
 
     def __post_init__(self):
         if not self.curriculum or any(len(c) != 2 or int(c[0]) < 1 or int(c[1]) < 0 for c in self.curriculum):
