@@ -10,8 +10,8 @@ The same as
     nemic atmos run --physics none --days 365 --out DIR/bare_core
     nemic atmos evaluate --run DIR/hybrid --truth TRUTH --baseline bare_core=DIR/bare_core --out DIR/evaluation
 
-Both runs start from the shipped SPEEDY state of 2000-03-01 (T21, 8 equidistant sigma levels) with dt = 1800 s
-and the dry-mass fixer; the hybrid's insolation follows the calendar. Without ``--truth`` only the runs are
+Both runs start from the shipped SPEEDY state of 2000-08-28 (T21, 8 equidistant sigma levels) with dt = 1800 s
+and the dry-mass fixer (the hybrid also with its global-balance, energy and humidity fixers); the hybrid's insolation follows the calendar. Without ``--truth`` only the runs are
 made (the truth comes from ``nemic atmos generate`` with ``vertical = "equidistant"``, see docs/atmosphere.md).
 """
 

@@ -86,7 +86,7 @@ def run(
                                           "(like --years, for --days)"),
     weights: Optional[Path] = typer.Option(None, help="column network (.eqx) of the hybrid instead of the shipped one"),
     initial: Optional[Path] = typer.Option(None, help="initial state: a truth directory or store, or a netCDF file "
-                                           "with T, u, v, q, ps (default: the shipped one, 2000-03-01)"),
+                                           "with T, u, v, q, ps (default: the shipped one, 2000-08-28)"),
     mean_days: float = typer.Option(30.0, help="with --years/--physics: averaging window of atmosphere.nc, days"),
     clip_humidity: bool = typer.Option(True, help="with --years/--physics: clip negative humidity after each step "
                                        "(water-conserving rescaling)"),

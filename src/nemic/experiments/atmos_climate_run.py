@@ -9,8 +9,12 @@ on) with one of three physics:
 ``held-suarez``  Held & Suarez (1994) forcing;
 ``none``         the bare dynamical core (no physics: it never rains).
 
-It starts from a state of the SPEEDY truth (the shipped ``initial_state.nc``, the truth's first state after its
-60-day spin-up, 2000-03-01, or any truth store / netCDF with T, u, v, q, ps) and runs in chunks of ``mean_days``
+The hybrid's column physics is wrapped in :class:`~nemic.experiments.atmos_climate_fixers.GlobalBalance` and its
+steps end with the :class:`~nemic.experiments.atmos_climate_fixers.NonNegativeHumidity` and
+:class:`~nemic.experiments.atmos_climate_fixers.EnergyFixer` filters (each can be switched off).
+
+It starts from a state of the SPEEDY truth (the shipped ``initial_state.nc``, the truth's equilibrated state of
+2000-08-28 06:00, or any truth store / netCDF with T, u, v, q, ps) and runs in chunks of ``mean_days``
 (one compiled rollout reused for every chunk), sampling every ``sample_hours``. Output, small even for decades:
 
 * ``atmosphere.nc``: means over each chunk of ``air_temperature``, ``eastward_wind``, ``northward_wind``,
