@@ -265,6 +265,9 @@ def stochastic(
     out: Path = typer.Option(Path("runs/qg_stochastic"), help="output directory (replaced whole at the end)"),
     init: Path = typer.Option(None, help="a saved deterministic CNN closure (`nemic qg train`) instead of the "
                                          "recipe's offline training"),
+    init_stochastic: Path = typer.Option(None, help="a stochastic closure directory of an earlier run "
+                                                    "(its closures/stochastic_cnn) instead of the CRPS fitting; "
+                                                    "needs --init"),
     config: Path = typer.Option(None, help="TOML/JSON file overriding recipe settings"),
     quick: bool = typer.Option(False, "--quick", help="tiny sizes: a smoke test, not science"),
     seed: int = typer.Option(None, help="random seed (overrides the config)"),
@@ -293,7 +296,8 @@ def stochastic(
         changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
                    if getattr(cfg, f.name) != getattr(defaults, f.name)}
         cfg = qs.quick_config(**changed)
-    m = qs.run(cfg, data, forecast_data, out, init=init, progress=progress, log=typer.echo)
+    m = qs.run(cfg, data, forecast_data, out, init=init, init_stochastic=init_stochastic, progress=progress,
+               log=typer.echo)
     for name, c in m["closures"].items():
         crps = "  ".join(f"{d}d {v:.3f}" for d, v in c["crps"].items() if v is not None)
         ratio = "" if not c.get("spread_error") else "  spread/error " + " ".join(

@@ -51,6 +51,7 @@ from nemic.core.errors import BlowUpError, ConfigError, DataError, check_int_at_
 from nemic.core.rollout import ensemble_simulate, simulate
 from nemic.data.qg_benchmark import load_dataset, load_hires
 from nemic.experiments.config import check_replaceable, staged_run
+from nemic.experiments.qg_ensemble_init import choose_amplitude, climate_perturbations
 from nemic.experiments.qg_evaluation import check_distinct_paths, run_closure, start_indices, summarize
 from nemic.experiments.qg_subgrid import (load_trained_closure, make_cnn_closure, save_trained_closure, scales,
                                           train_offline)
@@ -61,7 +62,7 @@ from nemic.metrics.qg_similarity import distances, resolved_kmax, similarity
 from nemic.metrics.verification_ensemble import crps_ensemble
 from nemic.models.qg import QGState
 from nemic.processes.qg_stochastic import MODES, STOCHASTIC_CNN_CLOSURE_KIND, StochasticCNNClosure
-from nemic.train.checkpoint import save_module
+from nemic.train.checkpoint import load_module, save_module
 from nemic.train.ensemble_losses import fit_ensemble
 
 DAY = 86400.0
@@ -93,6 +94,9 @@ class QGStochasticConfig:
     train_fraction: float = 0.5
     n_forecasts: int = 10
     n_members: int = 8
+    ic_perturbation: float | None = None  # random-field initial perturbations (climate std units); None: fitted
+    ic_candidates: tuple = (0.0, 0.02, 0.05, 0.1, 0.15)  # amplitudes tried on training-period forecasts
+    n_fit_forecasts: int = 4  # training-period forecasts that choose the amplitude
     max_lead_days: float = 5.0
     free_runs: int = 3
     free_days: float = 180.0
@@ -101,7 +105,8 @@ class QGStochasticConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("offline_steps", "offline_batch", "noise_channels", "crps_batch", "n_forecasts", "free_runs"):
+        for name in ("offline_steps", "offline_batch", "noise_channels", "crps_batch", "n_forecasts", "free_runs",
+                     "n_fit_forecasts"):
             check_int_at_least(name, getattr(self, name), 1)
         check_int_at_least("crps_members", self.crps_members, 2)
         check_int_at_least("n_members", self.n_members, 2)
@@ -109,6 +114,10 @@ class QGStochasticConfig:
                      "free_days", "free_save_days"):
             check_positive(name, getattr(self, name))
         check_positive("noise_weight", self.noise_weight, allow_zero=True)
+        if self.ic_perturbation is not None:
+            check_positive("ic_perturbation", self.ic_perturbation, allow_zero=True)
+        elif not self.ic_candidates or any(float(a) < 0 for a in self.ic_candidates):
+            raise ConfigError(f"ic_candidates needs amplitudes >= 0, got {self.ic_candidates}")
         check_positive("free_spinup_days", self.free_spinup_days, allow_zero=True)
         if not 0 < self.train_fraction < 1:
             raise ConfigError(f"train_fraction must be between 0 and 1, got {self.train_fraction}")
@@ -129,7 +138,7 @@ def quick_config(**overrides: Any) -> QGStochasticConfig:
     """Tiny sizes for tests and a first look (seconds on small grids; not science)."""
     base = dict(widths=(4,), kernel_sizes=(3, 3), offline_steps=5, offline_batch=2, crps_curriculum=((1, 2),),
                 crps_batch=1, n_forecasts=2, n_members=2, max_lead_days=1.0, free_runs=1, free_days=4.0,
-                free_spinup_days=1.0, free_save_days=1.0)
+                free_spinup_days=1.0, free_save_days=1.0, ic_candidates=(0.0, 0.1), n_fit_forecasts=1)
     base.update(overrides)
     return QGStochasticConfig(**base)
 
@@ -206,10 +215,10 @@ def normalised_crps(scale):
     return score
 
 
-def train(cfg: QGStochasticConfig, inp: dict[str, Any], key: jax.Array, *, init=None,
+def train(cfg: QGStochasticConfig, inp: dict[str, Any], key: jax.Array, *, init=None, init_stochastic=None,
           progress: bool = False) -> tuple[Any, StochasticCNNClosure, dict[str, Any]]:
-    """Deterministic pre-training (or ``init``), then CRPS fine-tuning; returns (deterministic, stochastic,
-    record)."""
+    """Deterministic pre-training (or ``init``), then CRPS fine-tuning (or ``init_stochastic``, an already
+    fitted :class:`StochasticCNNClosure`); returns (deterministic, stochastic, record)."""
     k_net, k_off, k_noise, k_crps = jax.random.split(key, 4)
     ds, lo, fs = inp["ds"], inp["lo"], inp["fs"]
     record: dict[str, Any] = {}
@@ -227,6 +236,13 @@ def train(cfg: QGStochasticConfig, inp: dict[str, Any], key: jax.Array, *, init=
     record["deterministic_cnn"]["seconds"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    if init_stochastic is not None:
+        st = init_stochastic
+        record["stochastic_cnn"] = {"source": "init", "mode": st.mode, "crps_history": [],
+                                    "noise_sigma": np.asarray(st.noise.sigma).tolist(),
+                                    "noise_length_points": np.asarray(st.noise.length).tolist(),
+                                    "noise_tau_days": (np.asarray(st.noise.tau) / DAY).tolist(), "seconds": 0.0}
+        return det, st, record
     st = StochasticCNNClosure.from_deterministic(det, lo, channels=cfg.noise_channels, sigma=cfg.noise_sigma,
                                                  length=cfg.noise_length, tau=cfg.noise_tau_days * DAY,
                                                  noise_weight=cfg.noise_weight, mode=cfg.closure_mode,
@@ -259,15 +275,29 @@ def forecast_starts(inp: dict[str, Any], n: int) -> np.ndarray:
     return np.unique(np.linspace(inp["n_train"], last, n).round().astype(int))
 
 
+def fit_starts(inp: dict[str, Any], n: int) -> np.ndarray:
+    """Indices of ``n`` initial states spread over the training part of the forecast data."""
+    last = inp["n_train"] - 1 - inp["n_lead"]
+    if last < 0:
+        raise DataError(f"the training part of the forecast data ({inp['n_train']} snapshots) is too short for "
+                        f"{inp['n_lead']}-snapshot forecasts that fit the initial perturbations")
+    return np.unique(np.linspace(0, last, n).round().astype(int))
+
+
 def ensemble_forecasts(model, inp: dict[str, Any], starts: np.ndarray, n_members: int, key,
-                       progress: bool = False, label: str = "forecasts") -> tuple[np.ndarray, np.ndarray]:
-    """Members (M, N, L, 2, ny, nx) from the forecast data's states at ``starts`` (exact initial states), saved
-    every forecast-data interval up to the maximum lead; and blow-up flags (M, N). One compiled, vectorised call
-    per progress segment (:func:`~nemic.core.rollout.ensemble_simulate`)."""
+                       progress: bool = False, label: str = "forecasts", amplitude: float = 0.0,
+                       ic_key=None) -> tuple[np.ndarray, np.ndarray]:
+    """Members (M, N, L, 2, ny, nx) from the forecast data's states at ``starts`` (exact initial states, plus
+    random-field perturbations of ``amplitude`` drawn with ``ic_key`` from the long data's climate), saved every
+    forecast-data interval up to the maximum lead; and blow-up flags (M, N). One compiled, vectorised call per
+    progress segment (:func:`~nemic.core.rollout.ensemble_simulate`)."""
     q = np.asarray(inp["fs"]["q"].values)
     lo = inp["lo"]
     n, m = len(starts), n_members
-    q0 = jnp.asarray(np.repeat(q[starts][:, None], m, axis=1).reshape((n * m,) + q.shape[1:]))
+    x0 = np.repeat(q[starts][:, None], m, axis=1).reshape((n * m,) + q.shape[1:])
+    if amplitude > 0:
+        x0 = x0 + climate_perturbations(np.asarray(inp["ds"]["q"].values), n * m, amplitude, ic_key).astype(x0.dtype)
+    q0 = jnp.asarray(x0)
     keys = jax.random.split(key, n * m) if model.stochastic else None
     with progress_reporter(label, enabled=progress) as report:
         tr = ensemble_simulate(model, lo.default_stepper(), QGState.from_q(q0), keys=keys, dt=inp["dt"],
@@ -375,25 +405,33 @@ def _at_days(leads_days: np.ndarray, curve: np.ndarray) -> dict[str, float | Non
 
 
 def run(cfg: QGStochasticConfig, data: str | Path, forecast_data: str | Path, out: str | Path, *,
-        init: str | Path | None = None, progress: bool = False, log=print) -> dict[str, Any]:
+        init: str | Path | None = None, init_stochastic: str | Path | None = None, progress: bool = False,
+        log=print) -> dict[str, Any]:
     """Run the recipe (see the module documentation); every setting and input is checked before any work and
     the files replace ``out`` whole at the end. Returns the metrics (also in ``out/metrics.json``)."""
     from nemic.experiments.qg_stochastic_plots import plot_all, write_datasets
 
     check_replaceable(out)
-    check_distinct_paths(out, data, forecast_data, init)
+    check_distinct_paths(out, data, forecast_data, init, init_stochastic)
     t_start = time.perf_counter()
     inp = load_inputs(data, forecast_data, cfg)
     loaded = load_trained_closure(init) if init is not None else None
+    loaded_st = None
+    if init_stochastic is not None:
+        if init is None:
+            raise ConfigError("init_stochastic needs init: the deterministic closure it was fitted from")
+        loaded_st = load_module(Path(init_stochastic) / "closure.eqx", kind=STOCHASTIC_CNN_CLOSURE_KIND)
     key = jax.random.key(cfg.seed)
     k_train, k_fc, k_free = jax.random.split(key, 3)
+    k_ic, k_fit = jax.random.split(jax.random.fold_in(key, 7))
     settings = {"config": dataclasses.asdict(cfg), "data": str(data), "forecast_data": str(forecast_data),
-                "init": None if init is None else str(init)}
+                "init": None if init is None else str(init),
+                "init_stochastic": None if init_stochastic is None else str(init_stochastic)}
     timings: dict[str, float] = {}
     with staged_run(out, "qg stochastic", settings) as stage:
         t0 = time.perf_counter()
         log("training: deterministic CNN (offline), then CRPS fine-tuning of the stochastic CNN through rollouts")
-        det, st, record = train(cfg, inp, k_train, init=loaded, progress=progress)
+        det, st, record = train(cfg, inp, k_train, init=loaded, init_stochastic=loaded_st, progress=progress)
         timings["training"] = time.perf_counter() - t0
         save_trained_closure(det, stage / "closures" / "deterministic_cnn", {"recipe": "qg stochastic"})
         save_module(ensure_writable_dir(stage / "closures" / "stochastic_cnn") / "closure.eqx", st,
@@ -409,12 +447,34 @@ def run(cfg: QGStochasticConfig, data: str | Path, forecast_data: str | Path, ou
             f"{cfg.max_lead_days:g} days")
         q = np.asarray(fs["q"].values)
         truth = q[starts[:, None] + np.arange(inp["n_lead"] + 1)[None, :]]  # (N, L, 2, ny, nx)
-        scale = layer_scale(q[: inp["n_train"]])
-        ens, blown = ensemble_forecasts(lo + st, inp, starts, cfg.n_members, k_fc, progress, "stochastic CNN")
-        det_fc, det_blown = ensemble_forecasts(lo + det, inp, starts, 1, None, progress, "deterministic CNN")
+        q_fit = q[: inp["n_train"]]
+        scale = layer_scale(q_fit)
         leads_days = np.arange(inp["n_lead"] + 1) * inp["every"] * inp["dt"] / DAY
+        sel = (leads_days >= 1 - 1e-6) & (leads_days <= 5 + 1e-6)
+        amp, amp_record = cfg.ic_perturbation, None
+        if amp is None:
+            fstarts = fit_starts(inp, cfg.n_fit_forecasts)
+            fit_truth = q[fstarts[:, None] + np.arange(inp["n_lead"] + 1)[None, :]]
+
+            def ratio_of(a):
+                e, _ = ensemble_forecasts(lo + st, inp, fstarts, cfg.n_members, k_fit, progress,
+                                          f"fit: initial perturbation {a:g}", amplitude=a, ic_key=k_fit)
+                return forecast_scores(e, fit_truth, scale)["ratio"][sel if sel.any() else slice(1, None)]
+
+            amp, amp_record = choose_amplitude(cfg.ic_candidates, ratio_of)
+            log(f"initial perturbation amplitude {amp:g} (spread/error on {len(fstarts)} training forecasts)")
+        ens, blown = ensemble_forecasts(lo + st, inp, starts, cfg.n_members, k_fc, progress, "stochastic CNN",
+                                        amplitude=amp, ic_key=k_ic)
+        det_fc, det_blown = ensemble_forecasts(lo + det, inp, starts, 1, None, progress, "deterministic CNN")
         fc = {"stochastic_cnn": forecast_scores(ens, truth, scale),
               "deterministic_cnn": forecast_scores(det_fc, truth, scale)}
+        if amp > 0:  # what each source of spread gives alone: closure noise, initial perturbations
+            alone, _ = ensemble_forecasts(lo + st, inp, starts, cfg.n_members, k_fc, progress,
+                                          "stochastic CNN, exact initial states")
+            fc["stochastic_cnn_exact_ic"] = forecast_scores(alone, truth, scale)
+            det_ens, _ = ensemble_forecasts(lo + det, inp, starts, cfg.n_members, None, progress,
+                                            "deterministic CNN, perturbed initial states", amplitude=amp, ic_key=k_ic)
+            fc["deterministic_cnn_ensemble"] = forecast_scores(det_ens, truth, scale)
         timings["forecasts"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -427,11 +487,11 @@ def run(cfg: QGStochasticConfig, data: str | Path, forecast_data: str | Path, ou
         closures_out = {}
         for name, s in fc.items():
             closures_out[name] = {k: _at_days(leads_days, s[k]) for k in ("crps", "rmse", "spread")}
-            closures_out[name]["spread_error"] = _at_days(leads_days, s["ratio"]) if name == "stochastic_cnn" else None
-            closures_out[name]["similarity"] = sim["closures"][name]
+            closures_out[name]["spread_error"] = (_at_days(leads_days, s["ratio"]) if name != "deterministic_cnn"
+                                                  else None)
+            closures_out[name]["similarity"] = sim["closures"].get(name)  # free runs have no initial perturbation
         closures_out["stochastic_cnn"]["blown_forecast_members"] = int(blown.sum())
         closures_out["deterministic_cnn"]["blown_forecasts"] = int(det_blown.sum())
-        sel = (leads_days >= 1 - 1e-6) & (leads_days <= 5 + 1e-6)
         ratio = fc["stochastic_cnn"]["ratio"]
         s_sim = sim["closures"]["stochastic_cnn"]["mean"]
         d_sim = sim["closures"]["deterministic_cnn"]["mean"]
@@ -448,6 +508,7 @@ def run(cfg: QGStochasticConfig, data: str | Path, forecast_data: str | Path, ou
                    "forecast_interval_hours": inp["every"] * inp["dt"] / 3600,
                    "forecast_starts": starts.tolist(), "free_run_starts": list(map(int, free_starts)),
                    "closures": closures_out, "checks": checks,
+                   "initial_perturbation": {"amplitude": amp, "fitted_on_training_forecasts": amp_record},
                    "distances_low_res": sim["distances_low_res"], "free_runs": run_info,
                    "training": {k: {kk: vv for kk, vv in v.items() if kk not in ("losses", "crps_history")}
                                 for k, v in record.items()},

@@ -14,7 +14,8 @@ from nemic.core.rollout import Trajectory
 from nemic.io.output import save_figure, to_xarray, write_netcdf
 from nemic.models.qg import QGFields
 
-COLORS = {"low_res": "tab:gray", "deterministic_cnn": "tab:orange", "stochastic_cnn": "tab:red"}
+COLORS = {"low_res": "tab:gray", "deterministic_cnn": "tab:orange", "stochastic_cnn": "tab:red",
+          "stochastic_cnn_exact_ic": "tab:purple", "deterministic_cnn_ensemble": "tab:brown"}
 
 
 def write_datasets(out: Path, leads_days: np.ndarray, fc: dict[str, dict[str, np.ndarray]], ens_first: np.ndarray,
@@ -45,9 +46,11 @@ def plot_all(out: Path, leads_days: np.ndarray, fc: dict, high: dict, summ: dict
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for n, s in fc.items():
         axes[0].plot(leads_days, s["rmse"], color=COLORS.get(n), label=f"{n} RMSE")
-        if n == "stochastic_cnn":
+        if n != "deterministic_cnn":
             axes[0].plot(leads_days, s["spread"], color=COLORS.get(n), ls="--", label=f"{n} spread")
-            axes[1].plot(leads_days, s["ratio"], color=COLORS.get(n), label="both layers")
+            axes[1].plot(leads_days, s["ratio"], color=COLORS.get(n), label=n if n != "stochastic_cnn" else
+                         f"{n}, both layers")
+        if n == "stochastic_cnn":
             for i, ls in ((1, ":"), (2, "-.")):
                 axes[1].plot(leads_days, s[f"ratio_layer{i}"], color=COLORS.get(n), ls=ls, lw=1, label=f"layer {i}")
     axes[0].set(xlabel="lead time (days)", ylabel="normalised PV", title="ensemble-mean RMSE and spread")
