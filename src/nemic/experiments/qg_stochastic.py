@@ -48,16 +48,15 @@ import numpy as np
 import optax
 
 from nemic.core.errors import BlowUpError, ConfigError, DataError, check_int_at_least, check_positive
-from nemic.core.rollout import ensemble_simulate, simulate
+from nemic.core.rollout import simulate
 from nemic.data.qg_benchmark import load_dataset, load_hires
 from nemic.experiments.config import check_replaceable, staged_run
-from nemic.experiments.qg_ensemble_init import choose_amplitude, climate_perturbations
+from nemic.experiments.qg_ensemble import (choose_amplitude, ensemble_forecasts, fit_starts, forecast_scores,
+                                          forecast_starts)
 from nemic.experiments.qg_evaluation import check_distinct_paths, run_closure, start_indices, summarize
 from nemic.experiments.qg_subgrid import (load_trained_closure, make_cnn_closure, save_trained_closure, scales,
                                           train_offline)
 from nemic.io.files import ensure_writable_dir, write_json
-from nemic.io.terminal import progress as progress_reporter
-from nemic.metrics.probabilistic import spread_error_by_lead
 from nemic.metrics.qg_similarity import distances, resolved_kmax, similarity
 from nemic.metrics.verification_ensemble import crps_ensemble
 from nemic.models.qg import QGState
@@ -268,66 +267,6 @@ def train(cfg: QGStochasticConfig, inp: dict[str, Any], key: jax.Array, *, init=
 
 
 # ------------------------------------------------------------------------------------------------ forecasts
-def forecast_starts(inp: dict[str, Any], n: int) -> np.ndarray:
-    """Indices of ``n`` initial states spread over the test part of the forecast data."""
-    T = inp["fs"]["q"].shape[0]
-    last = T - 1 - inp["n_lead"]
-    return np.unique(np.linspace(inp["n_train"], last, n).round().astype(int))
-
-
-def fit_starts(inp: dict[str, Any], n: int) -> np.ndarray:
-    """Indices of ``n`` initial states spread over the training part of the forecast data."""
-    last = inp["n_train"] - 1 - inp["n_lead"]
-    if last < 0:
-        raise DataError(f"the training part of the forecast data ({inp['n_train']} snapshots) is too short for "
-                        f"{inp['n_lead']}-snapshot forecasts that fit the initial perturbations")
-    return np.unique(np.linspace(0, last, n).round().astype(int))
-
-
-def ensemble_forecasts(model, inp: dict[str, Any], starts: np.ndarray, n_members: int, key,
-                       progress: bool = False, label: str = "forecasts", amplitude: float = 0.0,
-                       ic_key=None) -> tuple[np.ndarray, np.ndarray]:
-    """Members (M, N, L, 2, ny, nx) from the forecast data's states at ``starts`` (exact initial states, plus
-    random-field perturbations of ``amplitude`` drawn with ``ic_key`` from the long data's climate), saved every
-    forecast-data interval up to the maximum lead; and blow-up flags (M, N). One compiled, vectorised call per
-    progress segment (:func:`~nemic.core.rollout.ensemble_simulate`)."""
-    q = np.asarray(inp["fs"]["q"].values)
-    lo = inp["lo"]
-    n, m = len(starts), n_members
-    x0 = np.repeat(q[starts][:, None], m, axis=1).reshape((n * m,) + q.shape[1:])
-    if amplitude > 0:
-        x0 = x0 + climate_perturbations(np.asarray(inp["ds"]["q"].values), n * m, amplitude, ic_key).astype(x0.dtype)
-    q0 = jnp.asarray(x0)
-    keys = jax.random.split(key, n * m) if model.stochastic else None
-    with progress_reporter(label, enabled=progress) as report:
-        tr = ensemble_simulate(model, lo.default_stepper(), QGState.from_q(q0), keys=keys, dt=inp["dt"],
-                               n_steps=inp["n_lead"] * inp["every"], save_every=inp["every"], observe=lo.observe,
-                               progress=report, batch_size=1)
-    x = np.asarray(tr.states.q).reshape((n, m) + tr.states.q.shape[1:])
-    return np.moveaxis(x, 1, 0), np.asarray(tr.blowup_step).reshape(n, m).T >= 0
-
-
-def forecast_scores(members: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
-    """Fair CRPS (plain CRPS = MAE for one member), ensemble-mean RMSE, spread and spread/error against lead
-    (normalised PV, both layers), and the spread/error ratio of each layer."""
-    s = scale[:, None, None]
-    e, y = jnp.asarray(members / s), jnp.asarray(truth / s)
-    fair = members.shape[0] > 1
-    crps = np.asarray(jnp.mean(crps_ensemble(e, y, fair=fair), axis=(0, 2, 3, 4)))
-    out = {"crps": crps}
-    if fair:
-        se = spread_error_by_lead(e, y, lead_axis=1)
-        out.update({k: np.asarray(v) for k, v in se.items()})
-        for i in (0, 1):
-            out[f"ratio_layer{i + 1}"] = np.asarray(spread_error_by_lead(e[:, :, :, i], y[:, :, i],
-                                                                         lead_axis=1)["ratio"])
-    else:
-        out["rmse"] = np.sqrt(np.mean((members[0] / s - truth / s) ** 2, axis=(0, 2, 3, 4)))
-        out["spread"] = np.zeros_like(out["rmse"])
-        out["ratio"] = np.zeros_like(out["rmse"])
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ free runs
 def free_runs(inp, cfg: QGStochasticConfig, closures: dict[str, Any], key, progress: bool = False):
     """Free runs of the coarse model with each closure from ``free_runs`` long-data snapshots; stochastic

@@ -1,11 +1,11 @@
-"""Random-field initial perturbations and the choice of their amplitude (nemic.experiments.qg_ensemble_init)."""
+"""Random-field initial perturbations and the choice of their amplitude (nemic.experiments.qg_ensemble)."""
 
 import jax
 import numpy as np
 import pytest
 
 from nemic.core.errors import ConfigError, DataError
-from nemic.experiments.qg_ensemble_init import choose_amplitude, climate_perturbations
+from nemic.experiments.qg_ensemble import choose_amplitude, climate_perturbations
 
 
 def test_perturbations_have_zero_mean_and_the_climate_std_times_the_amplitude():
