@@ -94,6 +94,22 @@ def test_quick_recipe_writes_scores_files_and_similarity(dirs, tmp_path):
     import xarray as xr
     with xr.open_dataset(out / "forecast_stochastic_cnn.nc") as ds:
         assert ds["q"].dims[0] == "member" and ds.sizes["member"] == 2
+    # the initial perturbation's amplitude is one of the candidates, chosen on training forecasts
+    assert m["initial_perturbation"]["amplitude"] in (0.0, 0.1)
+    assert set(m["initial_perturbation"]["fitted_on_training_forecasts"]) == {"0", "0.1"}
+    # both closures of a run start a second one (no fitting): the stochastic closure comes back as saved
+    out2 = tmp_path / "out2"
+    status, errors = invoke(root_app(), ["qg", "stochastic", "--data", dirs / "long", "--forecast-data",
+                                         dirs / "fine", "--out", out2, "--quick", "--float64", "--no-progress",
+                                         "--init", out / "closures/deterministic_cnn", "--init-stochastic",
+                                         out / "closures/stochastic_cnn"])
+    assert status == 0, errors
+    m2 = json.loads((out2 / "metrics.json").read_text())
+    assert m2["training"]["stochastic_cnn"]["source"] == "init"
+    assert m2["training"]["stochastic_cnn"]["noise_sigma"] == m["training"]["stochastic_cnn"]["noise_sigma"]
+    with pytest.raises(ConfigError, match="needs init"):
+        qs.run(qs.quick_config(), dirs / "long", dirs / "fine", tmp_path / "o3",
+               init_stochastic=out / "closures/stochastic_cnn", log=lambda *_: None)
     # a saved deterministic closure can start a second run (no offline training), and bad input is refused first
     with pytest.raises(DataError):
         qs.run(qs.quick_config(max_lead_days=30.0), dirs / "long", dirs / "fine", tmp_path / "o2",

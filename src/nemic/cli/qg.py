@@ -302,8 +302,11 @@ def stochastic(
         crps = "  ".join(f"{d}d {v:.3f}" for d, v in c["crps"].items() if v is not None)
         ratio = "" if not c.get("spread_error") else "  spread/error " + " ".join(
             f"{v:.2f}" for v in c["spread_error"].values() if v is not None)
-        sim = c["similarity"]["mean"]
-        typer.echo(f"{name:>18}: CRPS {crps}{ratio}  similarity "
-                   f"{'blew up' if sim is None else f'{sim:+.3f}'}")
+        if c["similarity"] is None:  # an ensemble variant of a closure scored above (no free runs of its own)
+            sim_text = ""
+        else:
+            sim = c["similarity"]["mean"]
+            sim_text = f"  similarity {'blew up' if sim is None else f'{sim:+.3f}'}"
+        typer.echo(f"{name:>26}: CRPS {crps}{ratio}{sim_text}")
     typer.echo(f"checks: {m['checks']}")
     typer.echo(f"wall time {_time.perf_counter() - t0:.1f} s; results in {out}")
