@@ -166,8 +166,10 @@ class ConditionalFlow(eqx.Module):
         if solver not in SOLVERS:
             raise ConfigError(f"solver must be one of {SOLVERS}, got {solver!r}")
         coarse = jnp.asarray(coarse)
+        # the state carries the wider of the data's and the weights' precision (the scan needs one dtype)
+        coarse = coarse.astype(jnp.result_type(coarse.dtype, self.net.head.weight.dtype, jnp.float32))
         shape = (coarse.shape[0] * self.factor, coarse.shape[1] * self.factor)
-        x0 = self.noise_scale * jax.random.normal(key, shape, dtype=jnp.result_type(coarse.dtype, jnp.float32))
+        x0 = self.noise_scale * jax.random.normal(key, shape, dtype=coarse.dtype)
         dt = 1.0 / n
 
         def step(x, i):

@@ -157,7 +157,7 @@ class SuperResolutionUNet(eqx.Module):
         if hf % m or wf % m:
             raise DataError(f"the fine grid {hf} x {wf} is not divisible by 2**depth = {m}; use patches whose "
                             f"fine sides are multiples of {m}")
-        base = _up(x, self.factor)
+        base = _up(x.astype(self.head.weight.dtype), self.factor)  # the network computes in its weights' dtype
         h = self.head(base)
         skips = []
         for block in self.down:
