@@ -29,21 +29,17 @@ def generate(
     """Run jcm's SPEEDY aquaplanet (offline: analytic SSTs and ozone, nothing downloaded), discard the spin-up and
     write 6-hourly T, u, v, q, surface pressure, precipitation, evaporation, insolation and the physics-only
     tendencies as CF zarr (train.zarr, and test.zarr for the held-out last days)."""
-    import dataclasses
 
     from rich.console import Console
 
     from nemic.experiments.atmos_truth import TruthConfig, generate as run_generate, quick_truth_config
-    from nemic.experiments.config import load_config
+    from nemic.experiments.config import load_config, quick_keeping_changes
 
     console = Console()
     t0 = time.perf_counter()
     cfg = load_config(TruthConfig, config)
     if quick:
-        defaults, q = TruthConfig(), quick_truth_config()
-        changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                   if getattr(cfg, f.name) != getattr(defaults, f.name)}
-        cfg = dataclasses.replace(q, **changed)
+        cfg = quick_keeping_changes(cfg, quick_truth_config())
     m = run_generate(cfg, out, progress=progress, log=lambda s: console.print(f"[bold cyan]{s}"))
     spp = m["jcm_seconds_per_step"]
     console.print(f"jcm SPEEDY T{cfg.truncation}L{cfg.layers}: "
@@ -71,12 +67,11 @@ def train(
     """Train the column physics: with --offline, regression on the truth's physics tendencies, precipitation and
     evaporation, scored on the held-out period (R2 per output and level); with --online, rollouts of the hybrid
     from truth states (6 h -> 1 day windows), scored by 1-5 day forecast RMSE against the initial network."""
-    import dataclasses
 
     from rich.console import Console
 
     from nemic.errors import ConfigError
-    from nemic.experiments.config import load_config
+    from nemic.experiments.config import load_config, quick_keeping_changes
 
     if offline == online:
         raise ConfigError("pass --offline (regression on the physics tendencies) or --online --init NET (rollouts "
@@ -97,10 +92,7 @@ def train(
         cls, quick_cfg = OfflineConfig, quick_offline_config
     cfg = load_config(cls, config, {"seed": seed} if seed is not None else None)
     if quick:
-        defaults, q = cls(), quick_cfg()
-        changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                   if getattr(cfg, f.name) != getattr(defaults, f.name)}
-        cfg = dataclasses.replace(q, **changed)
+        cfg = quick_keeping_changes(cfg, quick_cfg())
     if online:
         m = run_online(cfg, truth, init, out, progress=progress, log=log)
         s = m["forecast_rmse"]
@@ -129,21 +121,17 @@ def guard(
 ) -> None:
     """Novelty guard of the column physics: flag rates on held-out and shifted-climate columns, and the hybrid in
     the shifted climate with and without the guard's fallback (biases of T, q and precipitation)."""
-    import dataclasses
 
     from rich.console import Console
 
     from nemic.experiments.atmos_guard_run import GuardConfig, quick_guard_config, run_guard
-    from nemic.experiments.config import load_config
+    from nemic.experiments.config import load_config, quick_keeping_changes
 
     console = Console()
     t0 = time.perf_counter()
     cfg = load_config(GuardConfig, config)
     if quick:
-        defaults, q = GuardConfig(), quick_guard_config()
-        changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                   if getattr(cfg, f.name) != getattr(defaults, f.name)}
-        cfg = dataclasses.replace(q, **changed)
+        cfg = quick_keeping_changes(cfg, quick_guard_config())
     run_guard(cfg, truth, shifted, net, out, progress=progress, log=lambda s: console.print(f"[bold cyan]{s}"))
     console.print(f"wall time: {time.perf_counter() - t0:.1f} s; results in: [bold]{Path(out).resolve()}[/bold]")
 

@@ -28,12 +28,11 @@ def stochastic(
     """Deterministic NN, polynomial + AR(1) and a CRPS-trained stochastic NN closure of two-scale Lorenz-96, as
     ensembles: CRPS, RMSE, spread/error and rank histograms against lead time, Hellinger distance of the climate
     (metrics.json, scores.nc, ensemble_*.nc, PNGs in --out/c<c>/)."""
-    import dataclasses
 
     from rich.console import Console
     from rich.table import Table
 
-    from nemic.experiments.config import load_config
+    from nemic.experiments.config import load_config, quick_keeping_changes
     from nemic.experiments.l96_stochastic import PRESETS, L96StochasticConfig, preset, quick_config, run_all
 
     console = Console()
@@ -47,12 +46,7 @@ def stochastic(
     c_values = tuple(c) if c else c_values
     cfg = load_config(L96StochasticConfig, config, overrides)
     if quick:
-        q = quick_config()
-        defaults = L96StochasticConfig()
-        # settings the user changed in --config win over the quick sizes
-        changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                   if getattr(cfg, f.name) != getattr(defaults, f.name)}
-        cfg = dataclasses.replace(q, **changed)
+        cfg = quick_keeping_changes(cfg, quick_config())
     metrics = run_all(cfg, out, c_values, progress=progress, log=lambda m: console.print(f"[bold cyan]{m}"))
     for cv, m in metrics["by_c"].items():
         table = Table(title=f"Lorenz-96 stochastic closures, c = {cv}")

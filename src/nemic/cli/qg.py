@@ -280,11 +280,10 @@ def stochastic(
     1-5 days) and the similarity of its free runs beside the deterministic offline CNN's (metrics.json,
     scores.nc, forecast_stochastic_cnn.nc, PNGs, closures/)."""
     _x64(float64)
-    import dataclasses
     import time as _time
 
     from nemic.experiments import qg_stochastic as qs
-    from nemic.experiments.config import load_config
+    from nemic.experiments.config import load_config, quick_keeping_changes
 
     t0 = _time.perf_counter()
     overrides = {k: v for k, v in (("seed", seed), ("closure_mode", mode)) if v is not None}
@@ -292,10 +291,7 @@ def stochastic(
         overrides["crps_train_net"] = True
     cfg = load_config(qs.QGStochasticConfig, config, overrides or None)
     if quick:
-        defaults = qs.QGStochasticConfig()
-        changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                   if getattr(cfg, f.name) != getattr(defaults, f.name)}
-        cfg = qs.quick_config(**changed)
+        cfg = quick_keeping_changes(cfg, qs.quick_config())
     m = qs.run(cfg, data, forecast_data, out, init=init, init_stochastic=init_stochastic, progress=progress,
                log=typer.echo)
     for name, c in m["closures"].items():

@@ -119,6 +119,15 @@ def load_config(cls: type[C], path: str | Path | None, overrides: dict[str, Any]
     return from_dict(cls, values)
 
 
+def quick_keeping_changes(cfg: C, quick: C) -> C:
+    """The quick settings ``quick`` with every setting of ``cfg`` that differs from its class's defaults kept:
+    what a user changed in ``--config`` or on the command line wins over the quick sizes."""
+    defaults = type(cfg)()
+    changed = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+               if getattr(cfg, f.name) != getattr(defaults, f.name)}
+    return dataclasses.replace(quick, **changed)
+
+
 def settings_hash(settings: Mapping[str, Any]) -> str:
     """A short hash of JSON-serialisable settings (checkpoints resume only under the very same settings)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
