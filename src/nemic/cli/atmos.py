@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from nemic.cli.atmos_truth import generate as _generate, guard as _guard, train as _train
+from nemic.cli.atmos_truth import generate as _generate, guard as _guard, perturb as _perturb, train as _train
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                   help="Global atmosphere: dinosaur's primitive equations, Held-Suarez, column physics.")
@@ -216,3 +216,4 @@ def evaluate(
 app.command("generate")(_generate)
 app.command("train")(_train)
 app.command("guard")(_guard)
+app.command("perturb")(_perturb)

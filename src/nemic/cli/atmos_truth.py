@@ -49,6 +49,39 @@ def generate(
     console.print(f"wall time: {time.perf_counter() - t0:.1f} s; results in: [bold]{Path(out).resolve()}[/bold]")
 
 
+def perturb(
+    truth: Path = typer.Option(..., "--truth", help="Directory written by 'nemic atmos generate' (its train.zarr "
+                               "is perturbed; its test.zarr is not touched)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for perturbed.zarr and metrics.json "
+                                       "(default TRUTH/perturbed; replaced whole when the run finishes)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file overriding the perturbation "
+                                          "(copies, t_amplitude [K], q_amplitude [of log q], wind_amplitude "
+                                          "[m/s], seed)."),
+    quick: bool = typer.Option(False, "--quick", help="Only the first 4 saved states: a smoke test."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Evaluate SPEEDY's physics (jcm) on randomly perturbed copies of the truth's training states (smooth random
+    profiles of temperature, humidity and winds, column by column) and write them as a truth-like store, so that
+    'nemic atmos train --offline' (settings perturbed = DIR, perturbed_columns = N) also learns how the physics
+    pulls a column back towards the attractor."""
+
+    from rich.console import Console
+
+    from nemic.data.atmosphere.perturbed import PerturbationConfig
+    from nemic.experiments.atmos_perturbed import generate_perturbed
+    from nemic.experiments.config import load_config
+
+    console = Console()
+    t0 = time.perf_counter()
+    cfg = load_config(PerturbationConfig, config)
+    out = out if out is not None else Path(truth) / "perturbed"
+    m = generate_perturbed(cfg, truth, out, max_times=4 if quick else None, progress=progress,
+                           log=lambda s: console.print(f"[bold cyan]{s}"))
+    console.print(f"{m['columns']} perturbed columns; water-budget residual (rms) "
+                  f"{m['water_budget_residual_kg_m2_s']['rms']:.2e} kg m-2 s-1")
+    console.print(f"wall time: {time.perf_counter() - t0:.1f} s; results in: [bold]{Path(out).resolve()}[/bold]")
+
+
 def train(
     truth: Path = typer.Option(..., "--truth", help="Directory written by 'nemic atmos generate'."),
     out: Path = typer.Option(Path("runs/atmos_offline"), "--out", help="Directory for column_net.eqx, "
@@ -139,3 +172,4 @@ def guard(
 app.command("generate")(generate)
 app.command("train")(train)
 app.command("guard")(guard)
+app.command("perturb")(perturb)

@@ -54,6 +54,8 @@ class OfflineConfig:
     learning_rate: float = 1e-3
     max_train_columns: int = 60_000
     max_test_columns: int = 100_000
+    perturbed: str = ""
+    perturbed_columns: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -61,6 +63,9 @@ class OfflineConfig:
             raise ConfigError("n_iters, batch_size, width and depth must be >= 1")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.perturbed_columns < 0 or (self.perturbed_columns > 0) != bool(self.perturbed):
+            raise ConfigError("set both 'perturbed' (a directory from 'nemic atmos perturb') and "
+                              "'perturbed_columns' > 0, or neither")
 
 
 def quick_offline_config() -> OfflineConfig:
@@ -69,21 +74,31 @@ def quick_offline_config() -> OfflineConfig:
                          max_test_columns=4096)
 
 
-def prepare(train: xr.Dataset, cfg: OfflineConfig) -> tuple[ColumnNet, np.ndarray, np.ndarray, np.ndarray]:
-    """The initial network (training-set statistics inside) and the training arrays ``(x, y, target_scale)``."""
+def prepare(train: xr.Dataset, cfg: OfflineConfig,
+            perturbed: xr.Dataset | None = None) -> tuple[ColumnNet, np.ndarray, np.ndarray, np.ndarray]:
+    """The initial network (training-set statistics inside) and the training arrays ``(x, y, target_scale)``.
+
+    With ``perturbed`` (a store of ``nemic atmos perturb``), ``cfg.perturbed_columns`` of its columns are appended
+    to the training columns; the normalisation statistics and loss scales stay those of the truth's own columns,
+    so the loss weighs the attractor as before and the off-attractor columns teach the physics' response.
+    """
     x, y = column_arrays(train, max_columns=cfg.max_train_columns, seed=cfg.seed)
+    x_base, y_base = x, y
+    if perturbed is not None and cfg.perturbed_columns > 0:
+        xp, yp = column_arrays(perturbed, max_columns=cfg.perturbed_columns, seed=cfg.seed + 3)
+        x, y = np.concatenate([x, xp]), np.concatenate([y, yp])
     levels = train.sizes["level"]
     bounds = np.concatenate([train["level_bounds"].values[:, 0], train["level_bounds"].values[-1:, 1]])
     net = ColumnNet(bounds, cfg.width, cfg.depth, cfg.activation, key=jax.random.key(cfg.seed), zero_init=True)
-    scale = y.std(0).astype(np.float64)
+    scale = y_base.std(0).astype(np.float64)
     # floor each variable's per-level scale at 1% of its largest level (the dry top has dq/dt ~ 0: without a
     # floor its weight in the loss would be unbounded)
     for i in range(4):
         block = scale[i * levels:(i + 1) * levels]
         scale[i * levels:(i + 1) * levels] = np.maximum(block, 1e-2 * block.max())
     scale = np.where(scale > 0, scale, 1.0)
-    mean_precip = max(float(y[:, 4 * levels].mean()), 1e-8)
-    net = net.with_statistics(x.mean(0), x.std(0), scale[:4 * levels], mean_precip / np.log(2.0))
+    mean_precip = max(float(y_base[:, 4 * levels].mean()), 1e-8)
+    net = net.with_statistics(x_base.mean(0), x_base.std(0), scale[:4 * levels], mean_precip / np.log(2.0))
     return net, x, y, scale
 
 
@@ -109,9 +124,13 @@ def train_offline(cfg: OfflineConfig, truth: str | Path, out: str | Path, *, pro
     train = open_truth(truth / "train.zarr", truncation=cfg.truncation, variables=TRUTH_VARIABLES)
     test = open_truth(truth / "test.zarr", truncation=cfg.truncation, sigma=train["level"].values,
                       variables=TRUTH_VARIABLES)
+    perturbed = None
+    if cfg.perturbed_columns > 0:
+        perturbed = open_truth(Path(cfg.perturbed) / "perturbed.zarr", truncation=cfg.truncation,
+                               sigma=train["level"].values, variables=TRUTH_VARIABLES)
     settings = {**dataclasses.asdict(cfg), "truth": str(truth.resolve())}
     with staged_run(out, "atmos train --offline", settings, keep_checkpoints=False) as stage:
-        net, x, y, scale = prepare(train, cfg)
+        net, x, y, scale = prepare(train, cfg, perturbed)
         L = train.sizes["level"]
         w = jnp.asarray(1.0 / scale)
 

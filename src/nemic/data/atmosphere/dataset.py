@@ -36,6 +36,7 @@ CF: dict[str, tuple[str, str, str | None]] = {
     "dudt_phys": ("m s-2", "eastward wind tendency of the SPEEDY physics", None),
     "dvdt_phys": ("m s-2", "northward wind tendency of the SPEEDY physics", None),
     "sst": ("K", "prescribed sea surface temperature", "sea_surface_temperature"),
+    "amplitude": ("1", "amplitude fraction s of the column's perturbation (perturbed states only)", None),
 }
 PROFILE_VARS = ("T", "q", "u", "v")
 TENDENCY_VARS = ("dTdt_phys", "dqdt_phys", "dudt_phys", "dvdt_phys")
