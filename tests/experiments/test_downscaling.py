@@ -61,12 +61,37 @@ def test_validation_selection_of_the_minkowski_weight():
     assert selection_key(ref, ref, cfg) == (1, 0.0)  # only the MAE condition (<= 1.05 x) holds for a tie
 
 
+def test_validation_rule_of_the_sampler_setting():
+    from nemic.experiments.downscaling_train import choose_sampler
+
+    def c(sigma, eps, r, md):
+        return {"noise_scale": sigma, "sde_noise": eps, "spread_error": r, "minkowski_distance": md}
+
+    # the old rule (closest to 1) would keep the speckled wide-noise ensemble; the structure rule keeps the
+    # smallest Minkowski distance among the settings whose spread/error lies in [0.8, 1.2]
+    narrow, sde, wide, speckled = c(1.0, 0.0, 0.73, 0.40), c(1.0, 1.0, 0.85, 0.45), c(1.5, 1.0, 1.18, 0.60), \
+        c(2.5, 0.0, 1.02, 3.9)
+    assert choose_sampler([narrow, sde, wide, speckled]) is sde
+    assert choose_sampler([narrow, wide, speckled]) is wide
+    # the band's edges count as inside; ties in the distance go to the smaller noise scale, then sde noise
+    edge = c(1.0, 0.5, 0.8, 0.45)
+    assert choose_sampler([edge, sde]) is edge and choose_sampler([sde, edge]) is edge
+    assert choose_sampler([narrow, c(1.0, 0.5, 1.2, 0.9)], band=(0.8, 1.2))["sde_noise"] == 0.5
+    # none inside the band: spread/error closest to 1 in ratio (0.6 -> |log 0.6| = 0.51 > |log 1.5| = 0.41)
+    assert choose_sampler([c(1.0, 0.0, 0.6, 0.3), c(3.0, 0.0, 1.5, 5.0)])["noise_scale"] == 3.0
+    # a wider band admits the narrow ensemble with the better structure
+    assert choose_sampler([narrow, sde, wide], band=(0.7, 1.3)) is narrow
+    with pytest.raises(ConfigError):
+        choose_sampler([])
+
+
 def test_settings():
     assert DownscalingConfig().patch_size == 120 and DownscalingConfig(factor=16).patch_size == 128
     for bad in ({"factor": 12}, {"factor": 10, "patch": 128}, {"models": ("mse", "gan")}, {"members": 1},
                 {"thresholds": (1.0, 0.5)}, {"solver": "rk4"}, {"val_fraction": 1.0}, {"surrogate_version": 3},
                 {"noise_scales": ()}, {"noise_scales": (1.0, 0.0)}, {"minkowski_weights": (5.0, -1.0)},
-                {"pretrain_steps": -1}):
+                {"pretrain_steps": -1}, {"sde_noises": ()}, {"sde_noises": (0.0, -1.0)}, {"spread_band": (1.1, 1.3)},
+                {"spread_band": (0.8,)}):
         with pytest.raises(ConfigError):
             DownscalingConfig(**bad)
     assert list(evenly(10, 3)) == [0, 4, 9] and list(evenly(2, 5)) == [0, 1]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nemic.core.errors import ConfigError, DataError
-from nemic.nn.flow import ConditionalFlow
+from nemic.nn.flow import ConditionalFlow, integrate_flow
 from nemic.train.checkpoint import load_module, save_module
 from nemic.train.downscaling_losses import flow_matching_loss
 
@@ -111,3 +111,58 @@ def test_noise_scale_multiplies_the_starting_noise_and_survives_save_load(tmp_pa
     assert back.noise_scale == 1.7 and back.config() == m.config()
     with pytest.raises(ConfigError):
         tiny().with_noise_scale(0.0)
+
+
+def gaussian_velocity(m, s):
+    """The exact flow-matching velocity E[x1 - x0 | x_t = x] for data x1 ~ N(m, s^2), x0 ~ N(0, 1) (worked out by
+    hand: Cov(x1 - x0, x_t) = t s^2 - (1 - t), Var(x_t) = (1 - t)^2 + t^2 s^2)."""
+    return lambda x, t: m + (t * s**2 - (1.0 - t)) / ((1.0 - t) ** 2 + t**2 * s**2) * (x - t * m)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_stochastic_sampler_keeps_the_exact_law_of_gaussian_data(solver):
+    # with the exact velocity of Gaussian data N(0.7, 0.5^2), the ODE and the SDE of any noise level end in that
+    # law at t = 1 (40 000 independent pixels: standard errors 0.0025 on the mean, 0.4 % on the std)
+    m, s = 0.7, 0.5
+    x0 = jax.random.normal(jax.random.key(0), (100, 400))
+    ode = integrate_flow(gaussian_velocity(m, s), x0, jax.random.key(1), 200, solver, 0.0)
+    for eps in (0.5, 3.0):
+        x1 = np.asarray(integrate_flow(gaussian_velocity(m, s), x0, jax.random.key(1), 200, solver, eps))
+        assert abs(x1.mean() - m) < 0.015
+        assert abs(x1.std() / s - 1.0) < 0.025
+        # the noise is really injected: the SDE's end points are not those of the ODE from the same start
+        assert np.corrcoef(x1.ravel(), np.asarray(ode).ravel())[0, 1] < 0.95
+    assert abs(np.asarray(ode).std() / s - 1.0) < 0.025
+    # the tolerances catch a wrong scheme: without the score's correction (drift v alone, the same noise of
+    # variance integral of 2 eps (1 - t) = eps) the end law is clearly wider
+    v, dt, eps = gaussian_velocity(m, s), 1.0 / 200, 0.5
+
+    def naive(x, i):
+        t = i * dt
+        dw = jax.random.normal(jax.random.fold_in(jax.random.key(1), i.astype(jnp.int32)), x.shape, x.dtype)
+        return x + dt * v(x, t) + jnp.sqrt(eps * dt * (2 - 2 * t - dt)) * dw, None
+
+    wrong = np.asarray(jax.lax.scan(naive, x0, jnp.arange(200, dtype=x0.dtype))[0])
+    assert wrong.std() / s - 1.0 > 0.1
+
+
+def test_stochastic_sampler_one_step_by_hand_and_zero_noise_is_the_ode():
+    # one Euler-Maruyama step (dt = 1) with v = c: x1 = x0 + (c - eps x0) + sqrt(eps (2 - 1)) dw
+    eps, c = 0.4, 0.3
+    m = constant_velocity(tiny(), c).with_noise_scale(1.0, eps)
+    assert m.sde_noise == eps and m.config()["sde_noise"] == eps
+    b = batch(1)
+    key = jax.random.key(6)
+    got = m.sample(b["coarse"][0], key, n_steps=1)
+    x0 = np.asarray(jax.random.normal(key, (16, 16), dtype=got.dtype))
+    dw = np.asarray(jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, 1), 0), (16, 16), dtype=got.dtype))
+    up = np.repeat(np.repeat(np.asarray(b["coarse"][0]), FACTOR, -2), FACTOR, -1)
+    want = np.expm1(np.maximum(np.log1p(up) + 0.5 * (x0 + c - eps * x0 + np.sqrt(eps) * dw), 0.0))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    # eps = 0 (default, or given as a traced value) is the ODE sampler exactly
+    ode = tiny(2)
+    c0 = b["coarse"][0]
+    traced = jax.jit(lambda e: ode.sample(c0, key, n_steps=1, sde_noise=e, noise_scale=1.3))(0.0)
+    np.testing.assert_allclose(traced, ode.with_noise_scale(1.3).sample(c0, key, n_steps=1), rtol=1e-6, atol=1e-9)
+    with pytest.raises(ConfigError):
+        tiny().with_noise_scale(1.0, -0.1)

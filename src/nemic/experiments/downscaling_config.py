@@ -47,6 +47,8 @@ class DownscalingConfig:
     val_fraction: float = 0.0
     surrogate_version: int = 2
     noise_scales: tuple = (1.0,)
+    sde_noises: tuple = (0.0,)
+    spread_band: tuple = (0.8, 1.2)
     temperature: float = 0.1
     thresholds: tuple = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
     trust_weight_at_p90: float = 0.1
@@ -90,6 +92,13 @@ class DownscalingConfig:
                 raise ConfigError(f"{name} must be a list of finite numbers "
                                   f"{'> 0 (at least one)' if name == 'noise_scales' else '>= 0'}, "
                                   f"got {getattr(self, name)!r}")
+        eps = np.asarray(self.sde_noises, dtype=float)
+        if eps.ndim != 1 or eps.size < 1 or not np.all(np.isfinite(eps)) or np.any(eps < 0):
+            raise ConfigError(f"sde_noises must be a list of finite numbers >= 0 (at least one), "
+                              f"got {self.sde_noises!r}")
+        band = np.asarray(self.spread_band, dtype=float)
+        if band.shape != (2,) or not np.all(np.isfinite(band)) or not 0 < band[0] <= 1 <= band[1]:
+            raise ConfigError(f"spread_band must be [low, high] with 0 < low <= 1 <= high, got {self.spread_band!r}")
         if not self.minkowski_weight >= 0:
             raise ConfigError(f"minkowski_weight must be >= 0, got {self.minkowski_weight!r}")
         if not 0 < self.trust_weight_at_p90 < 1:
@@ -116,7 +125,7 @@ def quick_config(**overrides: Any) -> DownscalingConfig:
     """Tiny sizes (a smoke test, not science): narrow networks, a few steps, small ensembles."""
     base = dict(width=4, depth=3, flow_width=4, batch=2, steps=3, flow_steps=3, ode_steps=2, members=2,
                 max_test_patches=3, max_patches_per_frame=4, stride=68, pretrain_steps=2, flow_pretrain_steps=2,
-                minkowski_weights=(5.0, 25.0), val_fraction=0.3, noise_scales=(1.0, 1.5))
+                minkowski_weights=(5.0, 25.0), val_fraction=0.3, noise_scales=(1.0, 1.5), sde_noises=(0.0, 1.0))
     base.update(overrides)
     return DownscalingConfig(**base)
 

@@ -14,10 +14,13 @@ for every flow, so that the losses alone differ):
    Minkowski distance lower, MAE at most 5 % higher), then the mean relative gain on the first three.
 3. **Flows.** Likewise a shared flow-matching pre-training (``flow_pretrain_steps``), then ``flow_steps`` per
    flow with its own loss.
-4. **Noise calibration** (``calibrate_noise``): a flow's samples start from :math:`x_0 \\sim N(0, \\sigma^2 I)`;
-   :math:`\\sigma` (1 for the plain flow) is chosen among ``noise_scales`` as the one whose ensemble's
-   spread/error on the validation patches is closest to 1, and saved with the model (``noise_scale``). This is a
-   documented, validation-fitted calibration of the sampler; the test block never enters it.
+4. **Sampler calibration** (``calibrate_noise``): a flow's samples start from :math:`x_0 \\sim N(0, \\sigma^2 I)`
+   and follow the ODE (:math:`\\varepsilon = 0`) or the stochastic sampler of noise :math:`\\varepsilon`
+   (:mod:`nemic.nn.flow`). Every pair of ``noise_scales`` x ``sde_noises`` is scored on validation patches
+   (spread/error and Minkowski distance of the members), and :func:`choose_sampler` keeps, among the pairs whose
+   spread/error lies in ``spread_band`` (0.8-1.2), the one with the smallest Minkowski distance; if none does, the
+   one whose spread/error is closest to 1. The pair is saved with the model (``noise_scale``, ``sde_noise``).
+   This is a documented, validation-fitted calibration of the sampler; the test block never enters it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from nemic.core.errors import ConfigError
 
 from nemic.data.patches import PatchSampler, block_average
 from nemic.experiments.downscaling_config import (GENERATIVE, DownscalingConfig, build_model, evenly,
@@ -81,21 +88,51 @@ def selection_key(s: dict[str, float], ref: dict[str, float], cfg: DownscalingCo
     return int(sum(met)), float(gain)
 
 
-def calibrate_noise(model: Any, val: np.ndarray, cfg: DownscalingConfig) -> tuple[float, dict[str, float]]:
-    """The noise scale among ``cfg.noise_scales`` whose spread/error on (at most 8, evenly spread) validation
-    patches is closest to 1, with ensembles of at most 4 members (and the spread/error of each candidate)."""
-    from nemic.experiments import downscaling_eval as ev
-    from nemic.metrics import spread_error
+def choose_sampler(scores: list[dict[str, float]], band: tuple[float, float] = (0.8, 1.2)) -> dict[str, float]:
+    """The sampler setting kept among validation ``scores`` (dicts with ``noise_scale``, ``sde_noise``,
+    ``spread_error`` and ``minkowski_distance``): among those whose spread/error lies in ``band`` (inclusive), the
+    smallest Minkowski distance (ties: the smaller noise scale, then the smaller ``sde_noise``); if none lies in
+    the band, the spread/error closest to 1 in ratio (``|log r|``), structure ignored."""
+    if not scores:
+        raise ConfigError("choose_sampler needs at least one scored sampler setting")
+    lo, hi = band
+    inside = [s for s in scores if lo <= s["spread_error"] <= hi]
+    if inside:
+        return min(inside, key=lambda s: (s["minkowski_distance"], s["noise_scale"], s["sde_noise"]))
+    return min(scores, key=lambda s: (abs(np.log(max(s["spread_error"], 1e-12))), s["noise_scale"], s["sde_noise"]))
+
+
+@eqx.filter_jit
+def _members(model: Any, coarse: jax.Array, key: jax.Array, n: int, sigma: jax.Array, eps: jax.Array) -> jax.Array:
+    from nemic.experiments.downscaling_eval import postprocess
+
+    return postprocess(model.sample_batch(coarse, key, n, noise_scale=sigma, sde_noise=eps))
+
+
+def calibrate_noise(model: Any, val: np.ndarray, cfg: DownscalingConfig,
+                    log: Callable | None = None) -> tuple[float, float, list[dict[str, float]]]:
+    """The sampler setting (noise scale, sde noise) of :func:`choose_sampler` among ``cfg.noise_scales`` x
+    ``cfg.sde_noises``, scored on (at most 8, evenly spread) validation patches with ensembles of at most 4 members
+    (the same starting keys for every setting); returns (noise scale, sde noise, the scores of every setting)."""
+    from nemic.metrics import minkowski_distance, spread_error
 
     val = val[evenly(val.shape[0], 8)]
-    coarse = np.asarray(block_average(val, cfg.factor))
-    ratios = {}
+    coarse = jnp.asarray(block_average(val, cfg.factor))
+    dtype = jnp.result_type(coarse.dtype, jnp.float32)
+    thr = jnp.asarray(cfg.thresholds)
+    scores = []
     for sigma in cfg.noise_scales:
-        m = model.with_noise_scale(float(sigma))
-        p = ev.predict({"m": m}, coarse, min(cfg.members, 4), jax.random.PRNGKey(cfg.seed + 3))["m"]
-        ratios[f"{sigma:g}"] = float(spread_error(p, val))
-    best = min(cfg.noise_scales, key=lambda s: abs(np.log(ratios[f"{s:g}"])))
-    return float(best), ratios
+        for eps in cfg.sde_noises:
+            p = _members(model, coarse, jax.random.PRNGKey(cfg.seed + 3), min(cfg.members, 4),
+                         jnp.asarray(sigma, dtype), jnp.asarray(eps, dtype))
+            md = [float(jnp.mean(minkowski_distance(p[k], val, thr).mean)) for k in range(p.shape[0])]
+            scores.append({"noise_scale": float(sigma), "sde_noise": float(eps),
+                           "spread_error": float(spread_error(p, val)), "minkowski_distance": float(np.mean(md))})
+            if log is not None:
+                log(f"  noise scale {sigma:g}, sde noise {eps:g}: spread/error {scores[-1]['spread_error']:.3f}, "
+                    f"Minkowski distance {scores[-1]['minkowski_distance']:.3f}")
+    best = choose_sampler(scores, tuple(cfg.spread_band))
+    return best["noise_scale"], best["sde_noise"], scores
 
 
 def train_models(cfg: DownscalingConfig, train: np.ndarray, val: np.ndarray | None = None, *,
@@ -165,14 +202,14 @@ def train_models(cfg: DownscalingConfig, train: np.ndarray, val: np.ndarray | No
         else:
             best = 0
         models[name], record[name] = runs[best]
-        if flow and val is not None and len(cfg.noise_scales) > 1:
-            sigma, ratios = calibrate_noise(models[name], val, cfg)
-            log(f"{name} on validation: spread/error " + ", ".join(f"{r:.3f} at noise scale {k}"
-                                                                   for k, r in ratios.items())
-                + f"; keeping {sigma:g}")
-            models[name] = models[name].with_noise_scale(sigma)
+        if flow and val is not None and len(cfg.noise_scales) * len(cfg.sde_noises) > 1:
+            log(f"{name}: sampler settings on validation")
+            sigma, eps, scores = calibrate_noise(models[name], val, cfg, log)
+            log(f"{name}: keeping noise scale {sigma:g}, sde noise {eps:g}")
+            models[name] = models[name].with_noise_scale(sigma, eps)
             record[name]["noise_scale"] = sigma
-            record[name]["validation_spread_error"] = ratios
+            record[name]["sde_noise"] = eps
+            record[name]["sampler_validation"] = scores
     if val_scores:
         record["minkowski_weight_sweep"] = val_scores
     return models, record

@@ -12,6 +12,22 @@ with :math:`t \sim U(0, 1)`. Sampling integrates :math:`dx/dt = v_\theta(x, t \m
 to :math:`t = 1` with a fixed-step Euler or Heun (explicit trapezoidal) scheme; each random key gives one member
 of an ensemble.
 
+**Stochastic sampler** (``sde_noise`` :math:`\varepsilon > 0`). Along the straight path,
+:math:`E[x_0 \mid x_t = x] = x - t\,v(x, t)`, so the score of the marginal :math:`p_t` is
+:math:`\nabla \log p_t(x) = -(x - t\,v)/(1 - t)`. For any :math:`g(t)` the SDE
+:math:`dx = [v + \tfrac12 g^2 \nabla\log p_t]\,dt + g\,dW` has the same marginals as the ODE (Song et al. 2021,
+arXiv:2011.13456, eq. 6; Ma et al. 2024, SiT, arXiv:2401.08740, eq. 11 for interpolants). With
+:math:`g^2 = 2\varepsilon(1 - t)`, which vanishes at the data end:
+
+.. math:: dx = \big[(1 + \varepsilon t)\,v_\theta(x, t) - \varepsilon x\big]\,dt + \sqrt{2\varepsilon(1 - t)}\,dW .
+
+It is integrated with Euler-Maruyama (``"euler"``) or the stochastic Heun scheme (``"heun"``: the trapezoidal
+rule on the drift, one noise increment a step), each noise increment of variance
+:math:`\int_t^{t + \Delta t} g^2 = \varepsilon\,\Delta t\,(2 - 2t - \Delta t)`. With the exact velocity it samples
+the same distribution as the ODE; with a learnt one, the injected noise and the score's pull
+(:math:`-\varepsilon(x - t v)`) correct part of the velocity's errors, and the members are less alike (an
+under-trained flow's ODE contracts). :math:`\varepsilon = 0` is the ODE sampler exactly.
+
 **Rain space.** The model works in the transformed variable
 
 .. math:: x_1 = \big(\log(1 + R) - \log(1 + \uparrow\! C)\big) / s ,
@@ -34,7 +50,7 @@ Registered as ``"ConditionalFlow"`` in :mod:`nemic.nn.registry` (save/load with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
@@ -44,7 +60,7 @@ from nemic.core.errors import ConfigError, DataError
 from nemic.nn.registry import register_module
 from nemic.nn.unet import SuperResolutionUNet
 
-__all__ = ["ConditionalFlow", "log_rain", "rain_from_log"]
+__all__ = ["ConditionalFlow", "integrate_flow", "log_rain", "rain_from_log"]
 
 _TIME_CHANNELS = 3
 SOLVERS = ("euler", "heun")
@@ -58,6 +74,40 @@ def log_rain(rain: jax.Array) -> jax.Array:
 def rain_from_log(y: jax.Array) -> jax.Array:
     """The inverse of :func:`log_rain`, clipped so that the rain rate is >= 0: ``exp(max(y, 0)) - 1``."""
     return jnp.expm1(jnp.maximum(y, 0.0))
+
+
+def integrate_flow(velocity: Callable[[jax.Array, jax.Array], jax.Array], x0: jax.Array, key: jax.Array,
+                   n_steps: int, solver: str = "euler", sde_noise: Any = 0.0) -> jax.Array:
+    r"""Integrate the flow from ``x0`` at t = 0 to t = 1 in ``n_steps`` fixed steps (module docstring).
+
+    ``velocity(x, t)`` returns :math:`v(x, t)` with the shape of ``x``. ``sde_noise`` = 0: the ODE
+    :math:`dx/dt = v` (Euler, or Heun's trapezoidal predictor-corrector; Heun 1900; Karras et al. 2022,
+    arXiv:2206.00364); > 0: the marginal-preserving SDE with :math:`g^2 = 2\varepsilon(1 - t)`, by Euler-Maruyama
+    or stochastic Heun with the same noise increment in predictor and corrector. ``key`` draws the noise
+    increments only. ``sde_noise`` may be a traced scalar (one compilation for several values).
+    """
+    if not isinstance(n_steps, int) or n_steps < 1:
+        raise ConfigError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+    if solver not in SOLVERS:
+        raise ConfigError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    dt = 1.0 / n_steps
+    eps = jnp.asarray(sde_noise, x0.dtype)
+
+    def drift(x, t):
+        return (1.0 + eps * t) * velocity(x, t) - eps * x
+
+    def step(x, i):
+        t = i * dt
+        dw = jax.random.normal(jax.random.fold_in(key, i.astype(jnp.int32)), x.shape, x.dtype)
+        noise = jnp.sqrt(jnp.maximum(eps * dt * (2.0 - 2.0 * t - dt), 0.0)) * dw
+        f = drift(x, t)
+        if solver == "euler":
+            return x + dt * f + noise, None
+        x_pred = x + dt * f + noise
+        return x + 0.5 * dt * (f + drift(x_pred, t + dt)) + noise, None
+
+    x1, _ = jax.lax.scan(step, x0, jnp.arange(n_steps, dtype=x0.dtype))
+    return x1
 
 
 def _upsample(coarse: jax.Array, factor: int) -> jax.Array:
@@ -78,6 +128,7 @@ class ConditionalFlow(eqx.Module):
         noise_scale: standard deviation :math:`\\sigma` of the starting noise of :meth:`sample` (1: the trained
             flow's own; another value is a sampler calibration, e.g. fitted on validation data so that the
             ensemble's spread matches its error).
+        sde_noise: :math:`\\varepsilon` of the stochastic sampler (0: the ODE; module docstring).
         key: ``jax.random`` key for the initial weights.
 
     Shapes: coarse (h, w) -> fine (h factor, w factor) per sample; :meth:`sample_batch` takes (B, h, w).
@@ -91,9 +142,11 @@ class ConditionalFlow(eqx.Module):
     n_steps: int = eqx.field(static=True)
     solver: str = eqx.field(static=True)
     noise_scale: float = eqx.field(static=True)
+    sde_noise: float = eqx.field(static=True)
 
     def __init__(self, factor: int = 10, width: int = 16, depth: int = 3, latent_scale: float = 0.5,
-                 n_steps: int = 8, solver: str = "euler", noise_scale: float = 1.0, *, key: jax.Array):
+                 n_steps: int = 8, solver: str = "euler", noise_scale: float = 1.0, sde_noise: float = 0.0, *,
+                 key: jax.Array):
         for name, v, lo in (("factor", factor, 1), ("width", width, 1), ("depth", depth, 0), ("n_steps", n_steps, 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"ConditionalFlow: {name} must be an integer >= {lo}, got {v!r}")
@@ -103,20 +156,26 @@ class ConditionalFlow(eqx.Module):
             raise ConfigError(f"ConditionalFlow: solver must be one of {SOLVERS}, got {solver!r}")
         if not (isinstance(noise_scale, (int, float)) and noise_scale > 0):
             raise ConfigError(f"ConditionalFlow: noise_scale must be a number > 0, got {noise_scale!r}")
+        if not (isinstance(sde_noise, (int, float)) and 0 <= sde_noise < float("inf")):
+            raise ConfigError(f"ConditionalFlow: sde_noise must be a finite number >= 0, got {sde_noise!r}")
         self.net = SuperResolutionUNet(2 + _TIME_CHANNELS, 1, factor=1, width=width, depth=depth, residual=False,
                                        key=key)
         self.factor, self.width, self.depth = factor, width, depth
         self.latent_scale, self.n_steps, self.solver = float(latent_scale), n_steps, solver
-        self.noise_scale = float(noise_scale)
+        self.noise_scale, self.sde_noise = float(noise_scale), float(sde_noise)
 
     def config(self) -> dict[str, Any]:
         """Hyperparameters that rebuild this module's skeleton (for :func:`nemic.train.checkpoint.save_module`)."""
         return {"factor": self.factor, "width": self.width, "depth": self.depth, "latent_scale": self.latent_scale,
-                "n_steps": self.n_steps, "solver": self.solver, "noise_scale": self.noise_scale}
+                "n_steps": self.n_steps, "solver": self.solver, "noise_scale": self.noise_scale, "sde_noise": self.sde_noise}
 
-    def with_noise_scale(self, noise_scale: float) -> "ConditionalFlow":
-        """The same velocity field with another sampling noise scale :math:`\\sigma`."""
-        skeleton = ConditionalFlow(**{**self.config(), "noise_scale": noise_scale}, key=jax.random.PRNGKey(0))
+    def with_noise_scale(self, noise_scale: float, sde_noise: float | None = None) -> "ConditionalFlow":
+        """The same velocity field with another sampling noise scale :math:`\\sigma` (and, if given, another
+        stochastic-sampler noise :math:`\\varepsilon`)."""
+        cfg = {**self.config(), "noise_scale": noise_scale}
+        if sde_noise is not None:
+            cfg["sde_noise"] = sde_noise
+        skeleton = ConditionalFlow(**cfg, key=jax.random.PRNGKey(0))
         return eqx.tree_at(lambda m: m.net, skeleton, self.net)
 
     # ----------------------------------------------------------------------------------- transforms
@@ -152,40 +211,31 @@ class ConditionalFlow(eqx.Module):
         return x_t + (1.0 - t) * self.velocity(x_t, t, coarse)
 
     # ----------------------------------------------------------------------------------- sampling
-    def sample(self, coarse: jax.Array, key: jax.Array, n_steps: int | None = None,
-               solver: str | None = None) -> jax.Array:
+    def sample(self, coarse: jax.Array, key: jax.Array, n_steps: int | None = None, solver: str | None = None,
+               noise_scale: Any = None, sde_noise: Any = None) -> jax.Array:
         """One fine rain field (H, W) in mm/h for one coarse field (h, w), integrating the flow from noise.
 
-        Fixed steps ``dt = 1 / n_steps``; Euler: ``x += dt v(x, t)``; Heun: the trapezoidal predictor-corrector
-        (Heun 1900; Karras et al. 2022, arXiv:2206.00364, use it for diffusion sampling), 2 evaluations a step.
+        Fixed steps ``dt = 1 / n_steps`` (:func:`integrate_flow`): the ODE with Euler or Heun, or the stochastic
+        sampler when ``sde_noise`` > 0. ``noise_scale`` / ``sde_noise`` override the module's :math:`\\sigma` /
+        :math:`\\varepsilon` (they may be traced scalars, e.g. to try several values under one compilation).
+        ``key`` draws the starting noise; the SDE's increments come from ``fold_in(key, 1)``, so that with
+        :math:`\\varepsilon = 0` both samplers start from the same noise and agree exactly.
         """
         n = self.n_steps if n_steps is None else n_steps
         solver = self.solver if solver is None else solver
-        if not isinstance(n, int) or n < 1:
-            raise ConfigError(f"n_steps must be an integer >= 1, got {n!r}")
-        if solver not in SOLVERS:
-            raise ConfigError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        sigma = self.noise_scale if noise_scale is None else noise_scale
+        eps = self.sde_noise if sde_noise is None else sde_noise
         coarse = jnp.asarray(coarse)
         # the state carries the wider of the data's and the weights' precision (the scan needs one dtype)
         coarse = coarse.astype(jnp.result_type(coarse.dtype, self.net.head.weight.dtype, jnp.float32))
         shape = (coarse.shape[0] * self.factor, coarse.shape[1] * self.factor)
-        x0 = self.noise_scale * jax.random.normal(key, shape, dtype=coarse.dtype)
-        dt = 1.0 / n
-
-        def step(x, i):
-            t = i * dt
-            v = self.velocity(x, t, coarse)
-            if solver == "euler":
-                return x + dt * v, None
-            x_pred = x + dt * v
-            v2 = self.velocity(x_pred, t + dt, coarse)
-            return x + 0.5 * dt * (v + v2), None
-
-        x1, _ = jax.lax.scan(step, x0, jnp.arange(n, dtype=x0.dtype))
+        x0 = jnp.asarray(sigma, coarse.dtype) * jax.random.normal(key, shape, dtype=coarse.dtype)
+        x1 = integrate_flow(lambda x, t: self.velocity(x, t, coarse), x0, jax.random.fold_in(key, 1), n, solver,
+                            eps)
         return self.from_latent(x1, coarse)
 
     def sample_batch(self, coarse: jax.Array, key: jax.Array, n_members: int = 1, n_steps: int | None = None,
-                     solver: str | None = None) -> jax.Array:
+                     solver: str | None = None, noise_scale: Any = None, sde_noise: Any = None) -> jax.Array:
         """Ensembles for a batch: coarse (B, h, w) -> members (n_members, B, H, W) in mm/h."""
         coarse = jnp.asarray(coarse)
         if coarse.ndim != 3:
@@ -194,5 +244,5 @@ class ConditionalFlow(eqx.Module):
             raise ConfigError(f"n_members must be an integer >= 1, got {n_members!r}")
         keys = jax.random.split(key, n_members * coarse.shape[0])
         keys = keys.reshape((n_members, coarse.shape[0]) + keys.shape[1:])
-        one = lambda c, k: self.sample(c, k, n_steps, solver)  # noqa: E731
+        one = lambda c, k: self.sample(c, k, n_steps, solver, noise_scale, sde_noise)  # noqa: E731
         return jax.vmap(lambda ks: jax.vmap(one)(coarse, ks))(keys)
