@@ -79,12 +79,15 @@ def test_offline_preparation_appends_perturbed_columns_with_the_truths_normalisa
     for k in ("dTdt_phys", "dqdt_phys"):
         pert[k] = pert[k] * 10.0  # much larger targets off the attractor
     pert["T"] = pert["T"] + 5.0
-    cfg = OfflineConfig(max_train_columns=1000, perturbed="x", perturbed_columns=500)
-    net, x, y, scale = prepare(train, cfg, pert)
-    net0, x0, y0, scale0 = prepare(train, OfflineConfig(max_train_columns=1000))
-    assert x.shape[0] == 1500 and x0.shape[0] == 1000
+    cfg = OfflineConfig(max_train_columns=1000, perturbed="x", perturbed_columns=500, perturbed_weight=4.0)
+    net, x, y, w = prepare(train, cfg, pert)
+    net0, x0, y0, w0 = prepare(train, OfflineConfig(max_train_columns=1000))
+    assert x.shape[0] == 1500 and x0.shape[0] == 1000 and w.shape == y.shape
     np.testing.assert_array_equal(x[:1000], x0)
-    np.testing.assert_allclose(scale, scale0)
+    np.testing.assert_allclose(w[:1000], w0)
+    np.testing.assert_allclose(1.0 / w0[0, :8], y0[:, :8].std(0), rtol=1e-5)  # dT/dt: its own std per level
+    # the perturbed columns are weighed by sqrt(weight) / their own std: 10x larger dT/dt -> 2 / (10 std)
+    np.testing.assert_allclose(w[1000, :8], 2.0 / y[1000:, :8].std(0), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(net.in_mean), np.asarray(net0.in_mean))
     np.testing.assert_allclose(np.asarray(net.in_std), np.asarray(net0.in_std))
     np.testing.assert_allclose(x[1000:, 0].mean(), x0[:, 0].mean() + 5.0, atol=1.0)

@@ -56,6 +56,7 @@ class OfflineConfig:
     max_test_columns: int = 100_000
     perturbed: str = ""
     perturbed_columns: int = 0
+    perturbed_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
@@ -66,6 +67,8 @@ class OfflineConfig:
         if self.perturbed_columns < 0 or (self.perturbed_columns > 0) != bool(self.perturbed):
             raise ConfigError("set both 'perturbed' (a directory from 'nemic atmos perturb') and "
                               "'perturbed_columns' > 0, or neither")
+        if not (np.isfinite(self.perturbed_weight) and self.perturbed_weight >= 0):
+            raise ConfigError(f"perturbed_weight must be a finite number >= 0, got {self.perturbed_weight!r}")
 
 
 def quick_offline_config() -> OfflineConfig:
@@ -74,32 +77,41 @@ def quick_offline_config() -> OfflineConfig:
                          max_test_columns=4096)
 
 
-def prepare(train: xr.Dataset, cfg: OfflineConfig,
-            perturbed: xr.Dataset | None = None) -> tuple[ColumnNet, np.ndarray, np.ndarray, np.ndarray]:
-    """The initial network (training-set statistics inside) and the training arrays ``(x, y, target_scale)``.
-
-    With ``perturbed`` (a store of ``nemic atmos perturb``), ``cfg.perturbed_columns`` of its columns are appended
-    to the training columns; the normalisation statistics and loss scales stay those of the truth's own columns,
-    so the loss weighs the attractor as before and the off-attractor columns teach the physics' response.
-    """
-    x, y = column_arrays(train, max_columns=cfg.max_train_columns, seed=cfg.seed)
-    x_base, y_base = x, y
-    if perturbed is not None and cfg.perturbed_columns > 0:
-        xp, yp = column_arrays(perturbed, max_columns=cfg.perturbed_columns, seed=cfg.seed + 3)
-        x, y = np.concatenate([x, xp]), np.concatenate([y, yp])
-    levels = train.sizes["level"]
-    bounds = np.concatenate([train["level_bounds"].values[:, 0], train["level_bounds"].values[-1:, 1]])
-    net = ColumnNet(bounds, cfg.width, cfg.depth, cfg.activation, key=jax.random.key(cfg.seed), zero_init=True)
-    scale = y_base.std(0).astype(np.float64)
-    # floor each variable's per-level scale at 1% of its largest level (the dry top has dq/dt ~ 0: without a
-    # floor its weight in the loss would be unbounded)
+def _target_scale(y: np.ndarray, levels: int) -> np.ndarray:
+    """Per-output std of the targets, each variable's levels floored at 1 % of its largest level (the dry top has
+    dq/dt ~ 0: without a floor its weight in the loss would be unbounded)."""
+    scale = y.std(0).astype(np.float64)
     for i in range(4):
         block = scale[i * levels:(i + 1) * levels]
         scale[i * levels:(i + 1) * levels] = np.maximum(block, 1e-2 * block.max())
-    scale = np.where(scale > 0, scale, 1.0)
+    return np.where(scale > 0, scale, 1.0)
+
+
+def prepare(train: xr.Dataset, cfg: OfflineConfig,
+            perturbed: xr.Dataset | None = None) -> tuple[ColumnNet, np.ndarray, np.ndarray, np.ndarray]:
+    """The initial network (training-set statistics inside), the training arrays ``(x, y)`` and the per-sample
+    inverse loss scales ``w`` (same shape as ``y``): the loss is ``mean(((pred - y) w)^2)``.
+
+    The truth's own columns are weighed by ``1 / s_k`` with ``s_k`` the std of output ``k`` over them. With
+    ``perturbed`` (a store of ``nemic atmos perturb``), ``cfg.perturbed_columns`` of its columns are appended and
+    weighed by ``sqrt(cfg.perturbed_weight) / s'_k`` with ``s'_k`` the std over the perturbed columns: SPEEDY's
+    response off the attractor is 5-15 times larger than its tendencies on it, and scaled by the truth's ``s_k`` it
+    would swamp the loss. The network's input normalisation and output scales stay those of the truth's columns.
+    """
+    x, y = column_arrays(train, max_columns=cfg.max_train_columns, seed=cfg.seed)
+    levels = train.sizes["level"]
+    scale = _target_scale(y, levels)
+    w = np.broadcast_to(1.0 / scale, y.shape)
+    x_base, y_base = x, y
+    if perturbed is not None and cfg.perturbed_columns > 0:
+        xp, yp = column_arrays(perturbed, max_columns=cfg.perturbed_columns, seed=cfg.seed + 3)
+        wp = np.broadcast_to(np.sqrt(cfg.perturbed_weight) / _target_scale(yp, levels), yp.shape)
+        x, y, w = np.concatenate([x, xp]), np.concatenate([y, yp]), np.concatenate([w, wp])
+    bounds = np.concatenate([train["level_bounds"].values[:, 0], train["level_bounds"].values[-1:, 1]])
+    net = ColumnNet(bounds, cfg.width, cfg.depth, cfg.activation, key=jax.random.key(cfg.seed), zero_init=True)
     mean_precip = max(float(y_base[:, 4 * levels].mean()), 1e-8)
     net = net.with_statistics(x_base.mean(0), x_base.std(0), scale[:4 * levels], mean_precip / np.log(2.0))
-    return net, x, y, scale
+    return net, x, y, np.asarray(w, dtype=np.float32)
 
 
 def r2_scores(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -130,15 +142,16 @@ def train_offline(cfg: OfflineConfig, truth: str | Path, out: str | Path, *, pro
                                sigma=train["level"].values, variables=TRUTH_VARIABLES)
     settings = {**dataclasses.asdict(cfg), "truth": str(truth.resolve())}
     with staged_run(out, "atmos train --offline", settings, keep_checkpoints=False) as stage:
-        net, x, y, scale = prepare(train, cfg, perturbed)
+        net, x, y, w = prepare(train, cfg, perturbed)
         L = train.sizes["level"]
-        w = jnp.asarray(1.0 / scale)
+        K = y.shape[1]
+        scale = 1.0 / w[0].astype(np.float64)  # the truth's own columns come first
 
-        def loss(pred, tgt):
-            return jnp.mean(((pred - tgt) * w) ** 2)
+        def loss(pred, tgt):  # tgt = [targets, inverse scales] of each sample
+            return jnp.mean(((pred - tgt[:, :K]) * tgt[:, K:]) ** 2)
 
         log(f"offline training on {len(x)} columns ({train.sizes['time']} times), {cfg.n_iters} iterations")
-        fitted, hist = fit_offline(net, jnp.asarray(x), jnp.asarray(y), n_iters=cfg.n_iters,
+        fitted, hist = fit_offline(net, jnp.asarray(x), jnp.asarray(np.concatenate([y, w], axis=1)), n_iters=cfg.n_iters,
                                    batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                                    key=jax.random.key(cfg.seed + 1), loss=loss, progress=progress,
                                    checkpoint_dir=stage / CHECKPOINTS)
