@@ -64,10 +64,14 @@ class GlobalBalance(AbstractProcess):
 
     physics: ColumnPhysics
 
+    def _columns(self, state: AtmosphereState, t: Any):
+        """The nodal fields and the column outputs before balancing (a hook: stochastic versions perturb them)."""
+        return self.physics.columns(state, t)
+
     def _balanced(self, state: AtmosphereState, t: Any):
         p = self.physics
         g = p.grid
-        fields, out = p.columns(state, t)
+        fields, out = self._columns(state, t)
         dT, dq = p._nodal(out.temperature), p._nodal(out.specific_humidity)
         m = (fields.surface_air_pressure[None] * jnp.asarray(g.layer_thickness, dT.dtype)[:, None, None]
              * jnp.asarray(g.area_weights, dT.dtype)[None])

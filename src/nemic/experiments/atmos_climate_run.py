@@ -55,7 +55,7 @@ from nemic.models.atmosphere import (AtmosphereFields, ColumnPhysics, HeldSuarez
                                      PrimitiveEquations)
 from nemic.train.checkpoint import load_module
 
-__all__ = ["PHYSICS", "ClimateRunConfig", "shipped_dir", "load_initial_fields", "build_physics", "run_climate",
+__all__ = ["PHYSICS", "ClimateRunConfig", "shipped_dir", "load_initial_fields", "build_physics", "climate_stepper", "run_climate",
            "EPOCH"]
 
 PHYSICS = ("hybrid", "held-suarez", "none")
@@ -277,6 +277,20 @@ def _write(stage: Path, g, cfg: ClimateRunConfig, settings: dict, means: list, d
     return metrics
 
 
+def climate_stepper(model: PrimitiveEquations, *, clip_humidity: bool = True, energy_fixer: bool = True) -> Filtered:
+    """IMEX-SIL3 with the model's filters (exponential filter, hyperdiffusion, dry-mass fixer if the model has it),
+    the humidity clipper before the dry-mass fixer (which then sees the clipped humidity) and the energy fixer
+    last: the stepper of the long runs."""
+    g = model.grid
+    filters = model.filters()
+    if clip_humidity:
+        k = len(filters) - 1 if model.fix_dry_mass else len(filters)
+        filters = filters[:k] + (NonNegativeHumidity(g),) + filters[k:]
+    if energy_fixer:
+        filters = filters + (EnergyFixer(g),)
+    return Filtered(IMEXSIL3(), filters)
+
+
 def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[int, int], None] | None = None,
                 truncation: int = 21, layers: int = 8) -> dict[str, Any]:
     """Run ``cfg`` and write ``atmosphere.nc``, ``daily.nc``, ``metrics.json`` and ``global_mean.png`` into
@@ -286,13 +300,8 @@ def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[i
     fields0, day_start = load_initial_fields(cfg.initial, model)
     process, observe = build_physics(cfg, model)
     state = model.from_fields(fields0)
-    filters = model.filters()  # exponential filter, hyperdiffusion, dry-mass fixer (last)
-    if cfg.clip_humidity:  # before the dry-mass fixer, which then sees the clipped humidity
-        k = len(filters) - 1 if cfg.fix_dry_mass else len(filters)
-        filters = filters[:k] + (NonNegativeHumidity(g),) + filters[k:]
-    if cfg.energy_fixer and cfg.physics == "hybrid":
-        filters = filters + (EnergyFixer(g),)
-    stepper = Filtered(IMEXSIL3(), filters)
+    stepper = climate_stepper(model, clip_humidity=cfg.clip_humidity,
+                              energy_fixer=cfg.energy_fixer and cfg.physics == "hybrid")
     steps_per_sample = int(round(cfg.sample_hours * 3600 / cfg.dt))
     samples_per_save = int(round(cfg.save_hours / cfg.sample_hours))
     steps_per_chunk = int(round(cfg.chunk_days * 86400 / cfg.dt / steps_per_sample)) * steps_per_sample
