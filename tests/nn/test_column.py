@@ -129,3 +129,18 @@ def test_offline_training_lowers_the_loss():
                                 key=jax.random.key(0), loss=loss, progress=False)
     after = float(loss(jax.vmap(trained)(x), targets))
     assert after < 0.3 * before, (before, after)
+
+
+def test_budget_closes_in_the_true_layer_thickness_after_training():
+    """Regression: training every inexact array (fit_offline's default) once moved the stored d_sigma, so the
+    budget closed only in learned thicknesses. After 30 Adam steps the budget closes in np.diff(SB)."""
+    from nemic.train.offline import fit_offline
+
+    net, x = _net()
+    y = jnp.concatenate([jnp.full((x.shape[0], 4 * L), 1e-5), jnp.full((x.shape[0], 2), 3e-5)], axis=1)
+    fitted, _ = fit_offline(net, x, y * 1e5, n_iters=30, batch_size=64, learning_rate=1e-2,
+                            key=jax.random.key(1), progress=False)
+    out = fitted.unpack(jax.vmap(fitted)(x))
+    col = (np.asarray(out["dqdt"], float) * np.diff(SB)).sum(-1) * np.asarray(x[:, 4 * L]) / GRAVITY
+    e_minus_p = np.asarray(out["evaporation"] - out["precipitation"], float)
+    np.testing.assert_allclose(col, e_minus_p, rtol=1e-6, atol=1e-9 * np.abs(e_minus_p).max())

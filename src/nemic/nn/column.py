@@ -58,7 +58,8 @@ class ColumnNet(eqx.Module):
         zero_init: zero the last layer (zero tendencies, ``P = E``).
         key: PRNG key of the initial weights.
 
-    Attributes (arrays, not trained): ``in_mean``, ``in_std`` (4L+3), ``out_scale`` (4L), ``flux_scale`` ().
+    Attributes (arrays, not trained): ``in_mean``, ``in_std`` (4L+3), ``out_scale`` (4L), ``flux_scale`` (),
+    ``d_sigma`` (unused; see :attr:`layer_thickness`).
     """
 
     mlp: eqx.nn.MLP
@@ -92,6 +93,16 @@ class ColumnNet(eqx.Module):
     @property
     def levels(self) -> int:
         return len(self.sigma_boundaries) - 1
+
+    @property
+    def layer_thickness(self) -> np.ndarray:
+        """Sigma thickness of each level, from the static ``sigma_boundaries`` (a constant, never trained).
+
+        The ``d_sigma`` array field holds the same numbers but, being an array, an optimiser over all inexact
+        arrays (``fit_offline``'s default) trained it; networks saved before this was found learned it as a
+        free correction profile, so their moisture budget closed only in their own learned thicknesses. The
+        budget now always uses these constants; ``d_sigma`` is kept for the weights format only."""
+        return np.diff(np.asarray(self.sigma_boundaries))
 
     def config(self) -> dict[str, Any]:
         """Hyperparameters that rebuild the skeleton (:func:`nemic.train.checkpoint.save_module`)."""
@@ -141,7 +152,7 @@ class ColumnNet(eqx.Module):
         precip = fscale * jax.nn.softplus(z[4 * n])
         evap = fscale * jax.nn.softplus(z[4 * n + 1])
         q, ps = x[n:2 * n], x[4 * n]
-        mass = ps * self.d_sigma / GRAVITY  # kg m-2 per level
+        mass = ps * self.layer_thickness / GRAVITY  # kg m-2 per level
         raw = tend[n:2 * n]
         water = jnp.maximum(q, 0.0) + 1e-12
         dq = raw + water * (evap - precip - jnp.sum(raw * mass)) / jnp.sum(water * mass)
@@ -150,7 +161,7 @@ class ColumnNet(eqx.Module):
     def column_water_change(self, y: jax.Array, ps: jax.Array) -> jax.Array:
         """``sum_k dq/dt_k p_s dsigma_k / g`` [kg m-2 s-1] of packed outputs ``y`` (equals E - P by construction)."""
         n = self.levels
-        return jnp.sum(y[..., n:2 * n] * self.d_sigma, axis=-1) * ps / GRAVITY
+        return jnp.sum(y[..., n:2 * n] * self.layer_thickness, axis=-1) * ps / GRAVITY
 
 
 def apply_columns(net: ColumnNet, T, q, u, v, ps, insolation, lat_deg) -> dict[str, jax.Array]:
