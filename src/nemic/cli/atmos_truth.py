@@ -90,8 +90,11 @@ def train(
                                  "tendencies (scores.nc, offline.png)."),
     online: bool = typer.Option(False, "--online", help="Train the network of --init through rollouts of the "
                                 "hybrid against the truth (curriculum of window lengths; online.png)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="With --online: the starting network (.eqx, e.g. "
-                                        "the offline one)."),
+    stochastic: bool = typer.Option(False, "--stochastic", help="Fit the SPPT amplitude of the hybrid with the "
+                                    "network of --init by the CRPS of ensemble forecasts (stochastic.png, "
+                                    "sppt.json)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="With --online / --stochastic: the network (.eqx, "
+                                        "e.g. the offline one)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file overriding training settings."),
     quick: bool = typer.Option(False, "--quick", help="Tiny network and few iterations: a smoke test."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the config)."),
@@ -106,19 +109,24 @@ def train(
     from nemic.errors import ConfigError
     from nemic.experiments.config import load_config, quick_keeping_changes
 
-    if offline == online:
-        raise ConfigError("pass --offline (regression on the physics tendencies) or --online --init NET (rollouts "
-                          "of the hybrid), exactly one of them")
+    if offline + online + stochastic != 1:
+        raise ConfigError("pass --offline (regression on the physics tendencies), --online --init NET (rollouts "
+                          "of the hybrid) or --stochastic --init NET (SPPT fitted by CRPS), exactly one of them")
     console = Console()
     t0 = time.perf_counter()
     log = lambda s: console.print(f"[bold cyan]{s}")  # noqa: E731
+    if (online or stochastic) and init is None:
+        raise ConfigError(f"--{'online' if online else 'stochastic'} needs --init NET (a column network, e.g. from "
+                          "'nemic atmos train --offline')")
     if online:
         from nemic.experiments.atmos_online import UNITS, run_online
         from nemic.experiments.atmos_training import OnlineConfig, quick_online_config
 
-        if init is None:
-            raise ConfigError("--online needs --init NET (a column network, e.g. from 'nemic atmos train --offline')")
         cls, quick_cfg = OnlineConfig, quick_online_config
+    elif stochastic:
+        from nemic.experiments.atmos_stochastic_run import StochasticConfig, quick_stochastic_config, run_stochastic
+
+        cls, quick_cfg = StochasticConfig, quick_stochastic_config
     else:
         from nemic.experiments.atmos_offline import OfflineConfig, quick_offline_config, train_offline
 
@@ -132,6 +140,12 @@ def train(
         console.print("forecast RMSE at 1 day, initial / online: " + ", ".join(
             f"{k} {s['initial network'][k][0] * f:.3g} / {s['online network'][k][0] * f:.3g} {u}"
             for k, (u, f) in UNITS.items()))
+    elif stochastic:
+        m = run_stochastic(cfg, truth, init, out, log=log)
+        console.print("test, day 1 / day 5: CRPS / deterministic MAE " + ", ".join(
+            f"{k} {v['crps_over_mae'][0]:.2f} / {v['crps_over_mae'][-1]:.2f}" for k, v in m["test"].items())
+            + "; spread/error " + ", ".join(f"{k} {v['spread_error'][0]:.2f} / {v['spread_error'][-1]:.2f}"
+                                            for k, v in m["test"].items()))
     else:
         m = train_offline(cfg, truth, out, progress=progress, log=log)
         console.print(f"test loss {m['test_loss']:.4f} (zero network {m['test_loss_zero_network']:.4f}); "
