@@ -81,6 +81,10 @@ def test_validation_rule_of_the_sampler_setting():
     assert choose_sampler([c(1.0, 0.0, 0.6, 0.3), c(3.0, 0.0, 1.5, 5.0)])["noise_scale"] == 3.0
     # a wider band admits the narrow ensemble with the better structure
     assert choose_sampler([narrow, sde, wide], band=(0.7, 1.3)) is narrow
+    # more sampling steps as a setting: the in-band one wins; on a tie of everything else, fewer steps
+    steps8, steps16 = {**narrow, "n_steps": 8}, {**narrow, "n_steps": 16, "spread_error": 0.81}
+    assert choose_sampler([steps8, steps16]) is steps16
+    assert choose_sampler([{**steps16, "n_steps": 32}, steps16]) is steps16
     with pytest.raises(ConfigError):
         choose_sampler([])
 
@@ -91,7 +95,7 @@ def test_settings():
                 {"thresholds": (1.0, 0.5)}, {"solver": "rk4"}, {"val_fraction": 1.0}, {"surrogate_version": 3},
                 {"noise_scales": ()}, {"noise_scales": (1.0, 0.0)}, {"minkowski_weights": (5.0, -1.0)},
                 {"pretrain_steps": -1}, {"sde_noises": ()}, {"sde_noises": (0.0, -1.0)}, {"spread_band": (1.1, 1.3)},
-                {"spread_band": (0.8,)}):
+                {"spread_band": (0.8,)}, {"sampler_steps": (8, 0)}):
         with pytest.raises(ConfigError):
             DownscalingConfig(**bad)
     assert list(evenly(10, 3)) == [0, 4, 9] and list(evenly(2, 5)) == [0, 1]

@@ -48,6 +48,7 @@ class DownscalingConfig:
     surrogate_version: int = 2
     noise_scales: tuple = (1.0,)
     sde_noises: tuple = (0.0,)
+    sampler_steps: tuple = ()
     spread_band: tuple = (0.8, 1.2)
     temperature: float = 0.1
     thresholds: tuple = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -96,6 +97,8 @@ class DownscalingConfig:
         if eps.ndim != 1 or eps.size < 1 or not np.all(np.isfinite(eps)) or np.any(eps < 0):
             raise ConfigError(f"sde_noises must be a list of finite numbers >= 0 (at least one), "
                               f"got {self.sde_noises!r}")
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.sampler_steps):
+            raise ConfigError(f"sampler_steps must be a list of integers >= 1, got {self.sampler_steps!r}")
         band = np.asarray(self.spread_band, dtype=float)
         if band.shape != (2,) or not np.all(np.isfinite(band)) or not 0 < band[0] <= 1 <= band[1]:
             raise ConfigError(f"spread_band must be [low, high] with 0 < low <= 1 <= high, got {self.spread_band!r}")

@@ -16,10 +16,12 @@ for every flow, so that the losses alone differ):
    flow with its own loss.
 4. **Sampler calibration** (``calibrate_noise``): a flow's samples start from :math:`x_0 \\sim N(0, \\sigma^2 I)`
    and follow the ODE (:math:`\\varepsilon = 0`) or the stochastic sampler of noise :math:`\\varepsilon`
-   (:mod:`nemic.nn.flow`). Every pair of ``noise_scales`` x ``sde_noises`` is scored on validation patches
-   (spread/error and Minkowski distance of the members), and :func:`choose_sampler` keeps, among the pairs whose
-   spread/error lies in ``spread_band`` (0.8-1.2), the one with the smallest Minkowski distance; if none does, the
-   one whose spread/error is closest to 1. The pair is saved with the model (``noise_scale``, ``sde_noise``).
+   (:mod:`nemic.nn.flow`) in a number of fixed steps. Every setting of ``sampler_steps`` (default: ``ode_steps``
+   only) x ``noise_scales`` x ``sde_noises`` is scored on validation patches (spread/error and Minkowski distance
+   of the members), and :func:`choose_sampler` keeps, among the settings whose spread/error lies in
+   ``spread_band`` (0.8-1.2), the one with the smallest Minkowski distance; if none does, the one whose
+   spread/error is closest to 1. The setting is saved with the model (``n_steps``, ``noise_scale``,
+   ``sde_noise``).
    This is a documented, validation-fitted calibration of the sampler; the test block never enters it.
 """
 
@@ -90,30 +92,35 @@ def selection_key(s: dict[str, float], ref: dict[str, float], cfg: DownscalingCo
 
 def choose_sampler(scores: list[dict[str, float]], band: tuple[float, float] = (0.8, 1.2)) -> dict[str, float]:
     """The sampler setting kept among validation ``scores`` (dicts with ``noise_scale``, ``sde_noise``,
-    ``spread_error`` and ``minkowski_distance``): among those whose spread/error lies in ``band`` (inclusive), the
-    smallest Minkowski distance (ties: the smaller noise scale, then the smaller ``sde_noise``); if none lies in
-    the band, the spread/error closest to 1 in ratio (``|log r|``), structure ignored."""
+    ``spread_error``, ``minkowski_distance`` and optionally ``n_steps``): among those whose spread/error lies in
+    ``band`` (inclusive), the smallest Minkowski distance (ties: the smaller noise scale, then the smaller
+    ``sde_noise``, then fewer steps); if none lies in the band, the spread/error closest to 1 in ratio
+    (``|log r|``), structure ignored."""
     if not scores:
         raise ConfigError("choose_sampler needs at least one scored sampler setting")
     lo, hi = band
     inside = [s for s in scores if lo <= s["spread_error"] <= hi]
     if inside:
-        return min(inside, key=lambda s: (s["minkowski_distance"], s["noise_scale"], s["sde_noise"]))
-    return min(scores, key=lambda s: (abs(np.log(max(s["spread_error"], 1e-12))), s["noise_scale"], s["sde_noise"]))
+        return min(inside, key=lambda s: (s["minkowski_distance"], s["noise_scale"], s["sde_noise"],
+                                          s.get("n_steps", 0)))
+    return min(scores, key=lambda s: (abs(np.log(max(s["spread_error"], 1e-12))), s["noise_scale"], s["sde_noise"],
+                                      s.get("n_steps", 0)))
 
 
 @eqx.filter_jit
-def _members(model: Any, coarse: jax.Array, key: jax.Array, n: int, sigma: jax.Array, eps: jax.Array) -> jax.Array:
+def _members(model: Any, coarse: jax.Array, key: jax.Array, n: int, steps: int, sigma: jax.Array,
+             eps: jax.Array) -> jax.Array:
     from nemic.experiments.downscaling_eval import postprocess
 
-    return postprocess(model.sample_batch(coarse, key, n, noise_scale=sigma, sde_noise=eps))
+    return postprocess(model.sample_batch(coarse, key, n, steps, noise_scale=sigma, sde_noise=eps))
 
 
 def calibrate_noise(model: Any, val: np.ndarray, cfg: DownscalingConfig,
-                    log: Callable | None = None) -> tuple[float, float, list[dict[str, float]]]:
-    """The sampler setting (noise scale, sde noise) of :func:`choose_sampler` among ``cfg.noise_scales`` x
-    ``cfg.sde_noises``, scored on (at most 8, evenly spread) validation patches with ensembles of at most 4 members
-    (the same starting keys for every setting); returns (noise scale, sde noise, the scores of every setting)."""
+                    log: Callable | None = None) -> dict[str, Any]:
+    """The sampler setting of :func:`choose_sampler` among ``cfg.sampler_steps`` (or ``cfg.ode_steps``) x
+    ``cfg.noise_scales`` x ``cfg.sde_noises``, scored on (at most 8, evenly spread) validation patches with
+    ensembles of at most 4 members (the same starting keys for every setting); returns the kept setting's scores
+    with ``"all"``, the scores of every setting."""
     from nemic.metrics import minkowski_distance, spread_error
 
     val = val[evenly(val.shape[0], 8)]
@@ -121,18 +128,19 @@ def calibrate_noise(model: Any, val: np.ndarray, cfg: DownscalingConfig,
     dtype = jnp.result_type(coarse.dtype, jnp.float32)
     thr = jnp.asarray(cfg.thresholds)
     scores = []
-    for sigma in cfg.noise_scales:
-        for eps in cfg.sde_noises:
-            p = _members(model, coarse, jax.random.PRNGKey(cfg.seed + 3), min(cfg.members, 4),
-                         jnp.asarray(sigma, dtype), jnp.asarray(eps, dtype))
-            md = [float(jnp.mean(minkowski_distance(p[k], val, thr).mean)) for k in range(p.shape[0])]
-            scores.append({"noise_scale": float(sigma), "sde_noise": float(eps),
-                           "spread_error": float(spread_error(p, val)), "minkowski_distance": float(np.mean(md))})
-            if log is not None:
-                log(f"  noise scale {sigma:g}, sde noise {eps:g}: spread/error {scores[-1]['spread_error']:.3f}, "
-                    f"Minkowski distance {scores[-1]['minkowski_distance']:.3f}")
-    best = choose_sampler(scores, tuple(cfg.spread_band))
-    return best["noise_scale"], best["sde_noise"], scores
+    for steps in tuple(cfg.sampler_steps) or (cfg.ode_steps,):
+        for sigma in cfg.noise_scales:
+            for eps in cfg.sde_noises:
+                p = _members(model, coarse, jax.random.PRNGKey(cfg.seed + 3), min(cfg.members, 4), int(steps),
+                             jnp.asarray(sigma, dtype), jnp.asarray(eps, dtype))
+                md = [float(jnp.mean(minkowski_distance(p[k], val, thr).mean)) for k in range(p.shape[0])]
+                scores.append({"n_steps": int(steps), "noise_scale": float(sigma), "sde_noise": float(eps),
+                               "spread_error": float(spread_error(p, val)),
+                               "minkowski_distance": float(np.mean(md))})
+                if log is not None:
+                    log(f"  {steps} steps, noise scale {sigma:g}, sde noise {eps:g}: spread/error "
+                        f"{scores[-1]['spread_error']:.3f}, Minkowski distance {scores[-1]['minkowski_distance']:.3f}")
+    return {**choose_sampler(scores, tuple(cfg.spread_band)), "all": scores}
 
 
 def train_models(cfg: DownscalingConfig, train: np.ndarray, val: np.ndarray | None = None, *,
@@ -202,14 +210,15 @@ def train_models(cfg: DownscalingConfig, train: np.ndarray, val: np.ndarray | No
         else:
             best = 0
         models[name], record[name] = runs[best]
-        if flow and val is not None and len(cfg.noise_scales) * len(cfg.sde_noises) > 1:
+        n_settings = len(cfg.noise_scales) * len(cfg.sde_noises) * max(1, len(cfg.sampler_steps))
+        if flow and val is not None and n_settings > 1:
             log(f"{name}: sampler settings on validation")
-            sigma, eps, scores = calibrate_noise(models[name], val, cfg, log)
-            log(f"{name}: keeping noise scale {sigma:g}, sde noise {eps:g}")
-            models[name] = models[name].with_noise_scale(sigma, eps)
-            record[name]["noise_scale"] = sigma
-            record[name]["sde_noise"] = eps
-            record[name]["sampler_validation"] = scores
+            best = calibrate_noise(models[name], val, cfg, log)
+            log(f"{name}: keeping {best['n_steps']} steps, noise scale {best['noise_scale']:g}, sde noise "
+                f"{best['sde_noise']:g}")
+            models[name] = models[name].with_noise_scale(best["noise_scale"], best["sde_noise"], best["n_steps"])
+            record[name].update({k: best[k] for k in ("n_steps", "noise_scale", "sde_noise")})
+            record[name]["sampler_validation"] = best["all"]
     if val_scores:
         record["minkowski_weight_sweep"] = val_scores
     return models, record

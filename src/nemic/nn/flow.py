@@ -169,12 +169,15 @@ class ConditionalFlow(eqx.Module):
         return {"factor": self.factor, "width": self.width, "depth": self.depth, "latent_scale": self.latent_scale,
                 "n_steps": self.n_steps, "solver": self.solver, "noise_scale": self.noise_scale, "sde_noise": self.sde_noise}
 
-    def with_noise_scale(self, noise_scale: float, sde_noise: float | None = None) -> "ConditionalFlow":
+    def with_noise_scale(self, noise_scale: float, sde_noise: float | None = None,
+                         n_steps: int | None = None) -> "ConditionalFlow":
         """The same velocity field with another sampling noise scale :math:`\\sigma` (and, if given, another
-        stochastic-sampler noise :math:`\\varepsilon`)."""
+        stochastic-sampler noise :math:`\\varepsilon` and number of sampling steps)."""
         cfg = {**self.config(), "noise_scale": noise_scale}
         if sde_noise is not None:
             cfg["sde_noise"] = sde_noise
+        if n_steps is not None:
+            cfg["n_steps"] = n_steps
         skeleton = ConditionalFlow(**cfg, key=jax.random.PRNGKey(0))
         return eqx.tree_at(lambda m: m.net, skeleton, self.net)
 
