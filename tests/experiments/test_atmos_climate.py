@@ -19,6 +19,7 @@ from nemic.experiments.atmos_climate import (
     MINKOWSKI_THRESHOLDS_MM_DAY,
     days_of,
     evaluate,
+    per_year_scores,
     power_spectrum,
     precip_summary,
     season_mask,
@@ -51,6 +52,23 @@ def test_zonal_scores_against_hand_computed_values():
     s = zonal_scores(truth + d, truth, w, wl)
     assert s["rmse"] == pytest.approx(2.0 * np.sqrt(0.75 * w[5]), rel=1e-12)
     assert s["bias"] == pytest.approx(2.0 * 0.75 * w[5], rel=1e-12)
+
+
+def test_per_year_scores_follow_a_drift_year_by_year():
+    """A run whose window mean is the truth shifted by y K in year y (and precipitation by 0.5 y mm/day) scores
+    RMSE y and 0.5 y, in year order."""
+    lat, w = _gauss_lat_weights(32)
+    wl = np.array([0.25, 0.75])
+    r = np.random.default_rng(1)
+    ref = {"T": r.normal(size=(2, 32)), "u": r.normal(size=(2, 32)), "q": r.normal(size=(2, 32)),
+           "precip": {"zonal_mean": r.random(32)}, "w_lat": w, "w_lev": wl}
+    by_year = {y: {"T": ref["T"] + y, "u": ref["u"], "q": ref["q"], "P": ref["precip"]["zonal_mean"] + 0.5 * y,
+                   "n": 90} for y in (2, 0, 1)}
+    s = per_year_scores(by_year, ref)
+    assert s["year"] == [0, 1, 2] and s["n_samples"] == [90, 90, 90]
+    np.testing.assert_allclose(s["T"], [0.0, 1.0, 2.0], atol=1e-12)
+    np.testing.assert_allclose(s["u"], [0.0, 0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(s["P"], [0.0, 0.5, 1.0], atol=1e-12)
 
 
 def test_power_spectrum_of_a_spherical_harmonic_and_parseval():

@@ -31,7 +31,7 @@ import xarray as xr
 
 from nemic.core.errors import DataError
 from nemic.data.atmosphere.dataset import check_truth, open_truth
-from nemic.experiments.atmos_climate_plots import climate_plots
+from nemic.experiments.atmos_climate_plots import climate_plots, per_year_plot
 from nemic.experiments.atmos_climate_run import EPOCH
 from nemic.experiments.config import staged_run
 from nemic.io.files import write_json
@@ -41,7 +41,7 @@ from nemic.models.atmosphere import AtmosphereGrid
 from nemic.models.ebm.insolation import DAYS_PER_YEAR
 
 __all__ = ["PRECIP_BINS_MM_DAY", "MINKOWSKI_THRESHOLDS_MM_DAY", "season_mask", "zonal_scores", "power_spectrum",
-           "precip_summary", "climate_sample", "truth_sample", "run_sample", "compare", "evaluate"]
+           "precip_summary", "climate_sample", "truth_sample", "run_sample", "compare", "per_year_scores", "evaluate"]
 
 MM_DAY = 86400.0  # kg m-2 s-1 -> mm/day
 PRECIP_BINS_MM_DAY = np.concatenate([[0.0], np.logspace(-1, np.log10(500.0), 28)])
@@ -162,6 +162,11 @@ def run_sample(run_dir: str | Path, truth: xr.Dataset, truncation: int, window: 
             raise DataError(f"the run '{run_dir}' has non-finite {names[k]}")
     w_lat, w_lev = _weights(truth["lat"].values, _level_thickness(truth), truncation)
     out = climate_sample(zm, d["precipitation_flux"].values[sel], w_lat, w_lev, truncation, days[sel])
+    # the same window year by year (the drift test of a long run): time-mean zonal means per year
+    year = np.floor((days[sel] - window[0]) / DAYS_PER_YEAR + 1e-9).astype(int) if matched else np.zeros(sel.sum(), int)
+    pz = d["precipitation_flux"].values[sel].mean(-1) * MM_DAY
+    out["by_year"] = {int(y): {**{k: v[year == y].mean(0) for k, v in zm.items()}, "P": pz[year == y].mean(0),
+                               "n": int((year == y).sum())} for y in np.unique(year)}
     out["season_matched"] = matched
     out["years"] = float((days[-1] - days[0]) / DAYS_PER_YEAR) if days.size > 1 else 0.0
     out["series"] = {k: d[k].values for k in d.data_vars if k.startswith("global_mean")}
@@ -189,6 +194,19 @@ def compare(sample: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
         "minkowski": {m: np.asarray(ps[m]).tolist() for m in ("area", "perimeter", "euler")},
     }
     out["n_samples"] = int(np.size(sample["days"]))
+    return out
+
+
+def per_year_scores(by_year: dict[int, dict[str, Any]], ref: dict[str, Any]) -> dict[str, list[float]]:
+    """Zonal-mean RMSE of T, u, q and of the precipitation zonal mean of each year's window against the reference
+    (the drift test of a long run): lists over the years, with the year index (0 = the first window reached)."""
+    out: dict[str, list[float]] = {"year": [], "n_samples": [], "T": [], "u": [], "q": [], "P": []}
+    for y, s in sorted(by_year.items()):
+        out["year"].append(int(y))
+        out["n_samples"].append(int(s["n"]))
+        for k, _ in VARIABLES:
+            out[k].append(zonal_scores(s[k], ref[k], ref["w_lat"], ref["w_lev"])["rmse"])
+        out["P"].append(zonal_scores(s["P"], ref["precip"]["zonal_mean"], ref["w_lat"], None)["rmse"])
     return out
 
 
@@ -239,6 +257,7 @@ def evaluate(run_dir: str | Path, truth_dir: str | Path, out: str | Path, *, bas
         "not_computed": floors,
     }
     for name in ["run", *(baselines or {})]:
+        metrics["scores"][name]["per_year"] = per_year_scores(samples[name]["by_year"], ref)
         metrics["scores"][name]["season_matched"] = samples[name]["season_matched"]
         metrics["scores"][name]["years_run"] = samples[name]["years"]
         metrics["scores"][name]["finite"] = bool(all(np.all(np.isfinite(v)) for v in samples[name]["series"].values()))
@@ -247,4 +266,5 @@ def evaluate(run_dir: str | Path, truth_dir: str | Path, out: str | Path, *, bas
         write_json(metrics, stage / "metrics.json")
         if plots:
             climate_plots(samples, ref, stage, test, PRECIP_BINS_MM_DAY, MINKOWSKI_THRESHOLDS_MM_DAY)
+            per_year_plot({k: v for k, v in metrics["scores"].items() if "per_year" in v}, stage)
     return metrics

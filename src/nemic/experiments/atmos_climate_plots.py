@@ -13,7 +13,7 @@ import xarray as xr
 
 from nemic.io.output import save_figure
 
-__all__ = ["climate_plots"]
+__all__ = ["climate_plots", "per_year_plot"]
 
 LABELS = {"T": ("temperature", "K", 1.0, "inferno"), "u": ("zonal wind", "m/s", 1.0, "RdBu_r"),
           "q": ("specific humidity", "g/kg", 1e3, "viridis")}
@@ -112,3 +112,22 @@ def climate_plots(samples: dict[str, Any], ref: dict[str, Any], out: Path, test:
     _cross_sections(samples["run"], ref, lat, sigma, out)
     _precip(samples, ref, lat, out, bins, thresholds)
     _series(samples, out)
+
+
+def per_year_plot(scores: dict[str, Any], out: Path) -> None:
+    """``per_year_rmse.png``: each year's zonal-mean RMSE of T, u, q and precipitation (the season window of every
+    year of a long run, and of the baselines) against the truth's test period: a drift shows as a trend."""
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    labels = {"T": "T [K]", "u": "u [m/s]", "q": "q [kg/kg]", "P": "precipitation [mm/day]"}
+    for name, s in scores.items():
+        py = s.get("per_year")
+        if not py or not py["year"]:
+            continue
+        years = np.asarray(py["year"]) + 1
+        for ax, k in zip(axes, labels):
+            ax.plot(years, py[k], marker="o", label=name)
+    for ax, (k, lab) in zip(axes, labels.items()):
+        ax.set(xlabel="year of the run", ylabel=f"zonal-mean RMSE, {lab}")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("season-window climate of each year against the truth's test period")
+    save_figure(fig, out / "per_year_rmse.png")
