@@ -44,14 +44,14 @@ class PerturbationConfig:
 
     Attributes:
         copies: perturbed versions of every saved state.
-        t_amplitude: K. q_amplitude: of log(q) (0.5: a factor e^0.5 = 1.65 at one standard deviation).
+        t_amplitude: K. q_amplitude: of log(q) (0.2: a factor e^0.2 = 1.22 at one standard deviation).
         wind_amplitude: m/s. seed: of the numpy generator.
     """
 
     copies: int = 1
-    t_amplitude: float = 12.0
-    q_amplitude: float = 0.5
-    wind_amplitude: float = 8.0
+    t_amplitude: float = 4.0
+    q_amplitude: float = 0.2
+    wind_amplitude: float = 4.0
     seed: int = 0
 
     def __post_init__(self):
