@@ -8,6 +8,8 @@ compiling warm-up, the cases interleaved:
 * core + Held-Suarez forcing;
 * core + a column MLP (``ColumnPhysics``, per-column MLP of width ``--width`` and depth 2 on all 2048 columns):
   the overhead of learned physics (goal: <= 1.5x the bare core);
+* core + the shipped hybrid's physics (``ColumnNet`` of width 128 and depth 3, as a packed column function),
+  alone and inside ``GlobalBalance`` (the balanced physics of the long runs), with ``--shipped`` (on by default);
 * jcm's SPEEDY model (dinosaur core + SPEEDY physics, jcm's defaults) at the same truncation, levels and step,
   timed on continuations of a compiled run (``Model.resume``);
 * gradient / forward wall time for a 1-day rollout of core + column MLP (``checkpoint=True``).
@@ -29,12 +31,16 @@ import jax
 import jax.numpy as jnp
 
 from nemic.core import rollout
+from nemic.experiments.atmos_climate_fixers import GlobalBalance
+from nemic.experiments.atmos_climate_run import shipped_dir
 from nemic.models.atmosphere import (
     ColumnPhysics,
     ColumnTendencies,
     HeldSuarez,
+    PackedColumnFunction,
     PrimitiveEquations,
 )
+from nemic.train.checkpoint import load_module
 
 
 class ColumnMLP(eqx.Module):
@@ -105,6 +111,8 @@ def main():
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--jcm-days", type=int, default=2)
     ap.add_argument("--no-jcm", action="store_true")
+    ap.add_argument("--no-shipped", action="store_true", help="skip the shipped hybrid's network")
+    ap.add_argument("--no-gradient", action="store_true", help="skip the 1-day gradient / forward timing")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "atmosphere.json"))
     args = ap.parse_args()
 
@@ -115,6 +123,11 @@ def main():
     net = ColumnMLP(g.layers, args.width, jax.random.key(1))
     cases = {"bare core": model, "core + Held-Suarez": model + HeldSuarez(g),
              "core + column MLP": model + ColumnPhysics(g, net)}
+    if not args.no_shipped and args.truncation == 21 and args.layers == 8:
+        shipped = load_module(shipped_dir() / "column_net.eqx", kind="ColumnNet")
+        phys = ColumnPhysics(g, PackedColumnFunction(shipped, shipped.levels), insolation="daily")
+        cases["core + shipped ColumnNet (128 x 3)"] = model + phys
+        cases["core + shipped ColumnNet + GlobalBalance"] = model + GlobalBalance(phys)
     res = {"grid": str(g), "dt_s": dt, "dtype": str(jnp.zeros(()).dtype), "steps": args.steps,
            "cpu": platform.processor() or platform.machine(), "per_step_s": {}, "compile_s": {}}
     first, per = time_rollouts(cases, stepper, state, dt, args.steps, args.repeats)
@@ -126,6 +139,8 @@ def main():
 
     # gradient / forward for a 1-day rollout of core + column MLP
     n_day = round(86400 / dt)
+    if args.no_gradient:
+        n_day = 0
     p = cases["core + column MLP"]
 
     def loss(p):
@@ -133,17 +148,18 @@ def main():
         f = model.observe(jax.tree_util.tree_map(lambda x: x[-1], traj.states))
         return jnp.mean(f.air_temperature) + jnp.mean(f.eastward_wind ** 2)
 
-    fwd = eqx.filter_jit(loss)
-    grad = eqx.filter_jit(eqx.filter_grad(loss))
-    jax.block_until_ready(fwd(p))
-    jax.block_until_ready(jax.tree_util.tree_leaves(grad(p)))
-    t0 = time.perf_counter()
-    jax.block_until_ready(fwd(p))
-    t_fwd = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    jax.block_until_ready(jax.tree_util.tree_leaves(grad(p)))
-    t_grad = time.perf_counter() - t0
-    res["one_day_rollout"] = {"steps": n_day, "forward_s": t_fwd, "gradient_s": t_grad, "ratio": t_grad / t_fwd}
+    if n_day:
+        fwd = eqx.filter_jit(loss)
+        grad = eqx.filter_jit(eqx.filter_grad(loss))
+        jax.block_until_ready(fwd(p))
+        jax.block_until_ready(jax.tree_util.tree_leaves(grad(p)))
+        t0 = time.perf_counter()
+        jax.block_until_ready(fwd(p))
+        t_fwd = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        jax.block_until_ready(jax.tree_util.tree_leaves(grad(p)))
+        t_grad = time.perf_counter() - t0
+        res["one_day_rollout"] = {"steps": n_day, "forward_s": t_fwd, "gradient_s": t_grad, "ratio": t_grad / t_fwd}
 
     if not args.no_jcm:
         per, why = time_jcm(args.truncation, args.layers, dt / 60.0, args.jcm_days)
@@ -158,9 +174,10 @@ def main():
               f"{'' if r is None else f'{r:5.2f}x'}")
     if res.get("jcm_note"):
         print("  jcm:", res["jcm_note"])
-    d = res["one_day_rollout"]
-    print(f"1-day rollout ({d['steps']} steps), core + column MLP: forward {d['forward_s']:.2f} s, gradient "
-          f"{d['gradient_s']:.2f} s, ratio {d['ratio']:.2f}")
+    d = res.get("one_day_rollout")
+    if d:
+        print(f"1-day rollout ({d['steps']} steps), core + column MLP: forward {d['forward_s']:.2f} s, gradient "
+              f"{d['gradient_s']:.2f} s, ratio {d['ratio']:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print("wrote", args.out)
