@@ -115,6 +115,10 @@ def test_quick_cli_train_evaluate_sample(tmp_path):
     for name in ("mse", "mse_minkowski_relaxed", "mse_minkowski_surrogate", "generative", "generative_minkowski"):
         assert {"fss_5mm_9px", "rapsd_error", "minkowski_distance", "mae"} <= set(m["models"][name])
     assert {"crps", "spread_error"} <= set(m["models"]["generative"])
+    # the sampler calibration scored the 2 x 2 settings of the quick config on validation and kept one of them
+    rec = json.loads((out / "weights" / "training_report.json").read_text())["training"]["generative"]
+    assert len(rec["sampler_validation"]) == 4
+    assert (rec["noise_scale"], rec["sde_noise"]) in {(1.0, 0.0), (1.0, 1.0), (1.5, 0.0), (1.5, 1.0)}
     for f in ("predictions.nc", "cases.png", "rapsd.png", "fss_scales.png", "minkowski_curves.png", "training.png",
               "weights/mse.eqx", "weights/generative.eqx", "weights/training_report.json"):
         assert (out / f).is_file(), f
