@@ -36,7 +36,10 @@ CF: dict[str, tuple[str, str, str | None]] = {
     "dudt_phys": ("m s-2", "eastward wind tendency of the SPEEDY physics", None),
     "dvdt_phys": ("m s-2", "northward wind tendency of the SPEEDY physics", None),
     "sst": ("K", "prescribed sea surface temperature", "sea_surface_temperature"),
-    "amplitude": ("1", "amplitude fraction s of the column's perturbation (perturbed states only)", None),
+}
+#: variables of perturbed-state stores only (``nemic atmos perturb``)
+PERTURBED_CF: dict[str, tuple[str, str, str | None]] = {
+    "amplitude": ("1", "amplitude fraction s of the column's perturbation", None),
 }
 PROFILE_VARS = ("T", "q", "u", "v")
 TENDENCY_VARS = ("dTdt_phys", "dqdt_phys", "dudt_phys", "dvdt_phys")
@@ -44,7 +47,7 @@ SURFACE_VARS = ("ps", "precipitation", "evaporation", "insolation")
 
 
 def _var(name: str, dims: tuple[str, ...], data: Any) -> xr.Variable:
-    units, long_name, std = CF[name]
+    units, long_name, std = CF[name] if name in CF else PERTURBED_CF[name]
     attrs = {"units": units, "long_name": long_name}
     if std:
         attrs["standard_name"] = std
