@@ -147,7 +147,7 @@ def train_models(cfg: DownscalingConfig, train: np.ndarray, val: np.ndarray | No
                  progress: bool = False, log: Callable = print,
                  ckpt_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train every model of ``cfg.models`` on training patches (N, H, H), choosing the Minkowski weight and the
-    flows' noise scale on validation patches ``val`` (M, H, H) if given; returns (models, training record)."""
+    flows' sampler settings on validation patches ``val`` (M, H, H) if given; returns (models, training record)."""
     key = jax.random.PRNGKey(cfg.seed)
     sampler = PatchSampler(train, cfg.factor, batch_size=cfg.batch, augment=True)
     record: dict[str, Any] = {"n_train_patches": int(train.shape[0]),
