@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from nemic.core.errors import ConfigError
-from nemic.data.atmosphere.perturbed import PerturbationConfig, days_since_2000, perturb_columns
+from nemic.data.atmosphere.dataset import days_since_2000
+from nemic.data.atmosphere.perturbed import PerturbationConfig, perturb_columns
 from nemic.experiments.atmos_offline import OfflineConfig, prepare
 
 SB = np.array([0.0, 0.05, 0.14, 0.26, 0.42, 0.6, 0.77, 0.9, 1.0])

@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 
 from nemic.core.errors import DataError
-from nemic.data.atmosphere.dataset import check_truth, open_truth
+from nemic.data.atmosphere.dataset import check_truth, days_since_2000, open_truth
 from nemic.experiments.atmos_climate_plots import climate_plots, per_year_plot
 from nemic.experiments.atmos_climate_run import EPOCH
 from nemic.experiments.config import staged_run
@@ -50,11 +50,8 @@ VARIABLES = (("T", "K"), ("u", "m s-1"), ("q", "kg kg-1"))
 
 
 def days_of(ds: xr.Dataset) -> np.ndarray:
-    """A dataset's times in days since 2000-01-01 (decoded datetimes or numbers in days)."""
-    t = np.asarray(ds["time"].values)
-    if np.issubdtype(t.dtype, np.datetime64):
-        return (t - np.datetime64("2000-01-01")) / np.timedelta64(1, "D")
-    return t.astype(float)
+    """The dataset's times as days since 2000-01-01 (:func:`nemic.data.atmosphere.dataset.days_since_2000`)."""
+    return days_since_2000(ds["time"].values)
 
 
 def season_mask(days: np.ndarray, start: float, length: float, year: float = DAYS_PER_YEAR) -> np.ndarray:

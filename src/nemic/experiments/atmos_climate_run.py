@@ -46,7 +46,7 @@ from nemic.core.errors import BlowUpError, ConfigError, DataError
 from nemic.core.rollout import simulate
 from nemic.core.steppers import IMEXSIL3, Filtered
 from nemic.experiments.atmos_climate_fixers import EnergyFixer, GlobalBalance, NonNegativeHumidity
-from nemic.data.atmosphere.dataset import check_truth
+from nemic.data.atmosphere.dataset import check_truth, days_since_2000
 from nemic.experiments.atmos_training import hybrid
 from nemic.experiments.config import staged_run
 from nemic.io.files import write_json
@@ -127,10 +127,8 @@ def shipped_dir() -> Path:
 
 
 def _days(ds: xr.Dataset) -> np.ndarray:
-    t = np.asarray(ds["time"].values)
-    if np.issubdtype(t.dtype, np.datetime64):
-        return (t - np.datetime64("2000-01-01")) / np.timedelta64(1, "D")
-    return t.astype(float)
+    """The dataset's times as days since 2000-01-01 (:func:`nemic.data.atmosphere.dataset.days_since_2000`)."""
+    return days_since_2000(ds["time"].values)
 
 
 def load_initial_fields(path: str | Path | None, model: PrimitiveEquations, index: int = 0

@@ -31,7 +31,8 @@ from nemic.core import rollout
 from nemic.core.errors import ConfigError, DataError
 from nemic.experiments.atmos_climate_fixers import GlobalBalance
 from nemic.experiments.atmos_climate_run import climate_stepper
-from nemic.experiments.atmos_training import _days, check_levels, reference_states
+from nemic.data.atmosphere.dataset import days_since_2000
+from nemic.experiments.atmos_training import check_levels, reference_states
 from nemic.metrics.verification_ensemble import crps_ensemble, spread_error
 from nemic.models.atmosphere import ColumnPhysics, ColumnTendencies, PackedColumnFunction, PrimitiveEquations
 from nemic.models.atmosphere.random_field import SphericalAR1Field
@@ -95,7 +96,7 @@ def stochastic_hybrid(model: PrimitiveEquations, net: ColumnNet, sigma: float, *
 
 
 def _start_indices(ds: xr.Dataset, lead_days: int, n_starts: int) -> tuple[np.ndarray, int]:
-    t_days = _days(ds)
+    t_days = days_since_2000(ds["time"].values)
     per_day = int(round(1.0 / float(np.median(np.diff(t_days)))))
     n_days = (len(t_days) - 1) // per_day
     if n_days < lead_days:
@@ -114,7 +115,7 @@ def ensemble_forecasts(process, model: PrimitiveEquations, ds: xr.Dataset, *, me
     steps_per_day = int(round(86400.0 / model.dt))
     stepper = stepper if stepper is not None else climate_stepper(model)
     ref = reference_states(model, ds)
-    t_days = _days(ds)
+    t_days = days_since_2000(ds["time"].values)
 
     def one(state0, t0, k):
         traj = rollout(process, stepper, state0, dt=model.dt, n_steps=lead_days * steps_per_day,

@@ -21,8 +21,7 @@ import numpy as np
 
 from nemic.core.errors import ConfigError
 from nemic.data.atmosphere.columns import TRUTH_VARIABLES
-from nemic.data.atmosphere.dataset import open_truth
-from nemic.experiments.atmos_training import _days
+from nemic.data.atmosphere.dataset import days_since_2000, open_truth
 from nemic.experiments.atmos_stochastic import ensemble_forecasts, forecast_scores, stochastic_hybrid
 from nemic.experiments.config import staged_run
 from nemic.io.files import write_json
@@ -92,7 +91,7 @@ def run_stochastic(cfg: StochasticConfig, truth: str | Path, init: str | Path, o
         raise ConfigError(f"{init} holds a {type(net).__name__}, not a ColumnNet")
     train = open_truth(truth / "train.zarr", truncation=21, sigma=None, variables=TRUTH_VARIABLES)
     test = open_truth(truth / "test.zarr", truncation=21, sigma=train["level"].values, variables=TRUTH_VARIABLES)
-    per_day = int(round(1.0 / float(np.median(np.diff(_days(train))))))
+    per_day = int(round(1.0 / float(np.median(np.diff(days_since_2000(train["time"].values))))))
     fit = train.isel(time=slice(-int(round(cfg.fit_days * per_day)), None))
     model = PrimitiveEquations(21, net.levels, dt=cfg.dt, fix_dry_mass=True)
     key = jax.random.key(cfg.seed)

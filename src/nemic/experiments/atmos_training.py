@@ -27,6 +27,7 @@ import xarray as xr
 
 from nemic.core.errors import ConfigError, DataError
 from nemic.core.rollout import rollout
+from nemic.data.atmosphere.dataset import days_since_2000
 from nemic.models.atmosphere import AtmosphereFields, ColumnPhysics, PackedColumnFunction, PrimitiveEquations
 from nemic.nn.column import ColumnNet
 from nemic.train.online import fit_online
@@ -126,11 +127,8 @@ def state_loss(reference: Any, normalisation: str = "variance"):
 
 
 def _days(ds: xr.Dataset) -> np.ndarray:
-    """The dataset's times as days since 2000-01-01 (decoded datetimes or plain numbers)."""
-    t = np.asarray(ds["time"].values)
-    if np.issubdtype(t.dtype, np.datetime64):
-        return (t - np.datetime64("2000-01-01")) / np.timedelta64(1, "D")
-    return t.astype(float)
+    """The dataset's times as days since 2000-01-01 (:func:`nemic.data.atmosphere.dataset.days_since_2000`)."""
+    return days_since_2000(ds["time"].values)
 
 
 def train_online(net: ColumnNet, model: PrimitiveEquations, train: xr.Dataset, cfg: OnlineConfig, *,

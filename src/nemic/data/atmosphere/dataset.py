@@ -16,7 +16,7 @@ import xarray as xr
 
 from nemic.core.errors import DataError
 
-__all__ = ["CF", "PROFILE_VARS", "SURFACE_VARS", "TENDENCY_VARS", "truth_dataset", "open_truth", "check_truth"]
+__all__ = ["CF", "days_since_2000", "PROFILE_VARS", "SURFACE_VARS", "TENDENCY_VARS", "truth_dataset", "open_truth", "check_truth"]
 
 #: name -> (units, long_name, standard_name or None)
 CF: dict[str, tuple[str, str, str | None]] = {
@@ -44,6 +44,15 @@ PERTURBED_CF: dict[str, tuple[str, str, str | None]] = {
 PROFILE_VARS = ("T", "q", "u", "v")
 TENDENCY_VARS = ("dTdt_phys", "dqdt_phys", "dudt_phys", "dvdt_phys")
 SURFACE_VARS = ("ps", "precipitation", "evaporation", "insolation")
+
+
+def days_since_2000(time: Any) -> np.ndarray:
+    """Times of a truth store or run as days since 2000-01-01 (the truth's calendar): decoded datetimes or plain
+    numbers in days."""
+    t = np.asarray(time)
+    if np.issubdtype(t.dtype, np.datetime64):
+        return (t - np.datetime64("2000-01-01T00:00:00")) / np.timedelta64(1, "D")
+    return t.astype(float)
 
 
 def _var(name: str, dims: tuple[str, ...], data: Any) -> xr.Variable:

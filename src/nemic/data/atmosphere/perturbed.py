@@ -31,8 +31,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from nemic.core.errors import ConfigError
+from nemic.data.atmosphere.dataset import days_since_2000
 
-__all__ = ["PerturbationConfig", "days_since_2000", "perturb_columns", "physics_on_states", "perturbed_physics"]
+__all__ = ["PerturbationConfig", "perturb_columns", "physics_on_states", "perturbed_physics"]
 
 #: SI constants of the hydrostatic geopotential (SPEEDY's values)
 GRAVITY, R_DRY, R_VAPOR = 9.81, 287.04, 461.5
@@ -68,14 +69,6 @@ def _profiles(rng: np.random.Generator, shape: tuple[int, ...], sigma: np.ndarra
     modes = np.cos(np.pi * np.arange(3)[:, None] * np.asarray(sigma)[None, :])  # (3, L)
     c = rng.standard_normal(shape + (3,)) / np.sqrt(3.0)
     return c @ modes + white * rng.standard_normal(shape + (len(sigma),))
-
-
-def days_since_2000(time: np.ndarray) -> np.ndarray:
-    """Times of a truth store as days since 2000-01-01 (the truth's calendar), decoded or not."""
-    t = np.asarray(time)
-    if np.issubdtype(t.dtype, np.datetime64):
-        return (t - np.datetime64("2000-01-01T00:00:00")) / np.timedelta64(1, "D")
-    return t.astype(float)
 
 
 def perturb_columns(fields: dict[str, np.ndarray], sigma: np.ndarray, cfg: PerturbationConfig,
