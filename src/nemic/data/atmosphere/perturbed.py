@@ -28,10 +28,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Iterator
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nemic.core.errors import ConfigError
 from nemic.data.atmosphere.dataset import days_since_2000
+from nemic.data.atmosphere.truth import JCM_P0, _build, _diagnose
 
 __all__ = ["PerturbationConfig", "perturb_columns", "physics_on_states", "perturbed_physics"]
 
@@ -105,12 +108,9 @@ def physics_on_states(vertical: str = "equidistant", truncation: int = 21, layer
     and diagnostics named as in a truth store (``dTdt_phys`` ... ``precipitation``, ``evaporation``,
     ``insolation``). The geopotential is computed hydrostatically (module docs).
     """
-    import jax
-    import jax.numpy as jnp
+    # dinosaur and jcm are optional extras (the atmosphere's): imported where they are needed, as in .truth
     from dinosaur.primitive_equations import get_geopotential_on_sigma
     from jcm.physics_interface import PhysicsState
-
-    from nemic.data.atmosphere.truth import JCM_P0, _build, _diagnose
 
     coords, _model, _forcing, diag, _dt = _build(truncation, layers, vertical, sst_offset)
 
