@@ -10,6 +10,8 @@ compiling warm-up, the cases interleaved:
   the overhead of learned physics (goal: <= 1.5x the bare core);
 * core + the shipped hybrid's physics (``ColumnNet`` of width 128 and depth 3, as a packed column function),
   alone and inside ``GlobalBalance`` (the balanced physics of the long runs), with ``--shipped`` (on by default);
+* the same, applied once per step before the dynamics (``OncePerStep``: process splitting, as jcm couples its
+  physics) instead of at each of IMEX-SIL3's three explicit stages;
 * jcm's SPEEDY model (dinosaur core + SPEEDY physics, jcm's defaults) at the same truncation, levels and step,
   timed on continuations of a compiled run (``Model.resume``);
 * gradient / forward wall time for a 1-day rollout of core + column MLP (``checkpoint=True``).
@@ -30,7 +32,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from nemic.core import rollout
+from nemic.core import OncePerStep, rollout
 from nemic.experiments.atmos_climate_fixers import GlobalBalance
 from nemic.experiments.atmos_climate_run import shipped_dir
 from nemic.models.atmosphere import (
@@ -128,6 +130,7 @@ def main():
         phys = ColumnPhysics(g, PackedColumnFunction(shipped, shipped.levels), insolation="daily")
         cases["core + shipped ColumnNet (128 x 3)"] = model + phys
         cases["core + shipped ColumnNet + GlobalBalance"] = model + GlobalBalance(phys)
+        cases["core + shipped, once per step"] = model + OncePerStep(GlobalBalance(phys))
     res = {"grid": str(g), "dt_s": dt, "dtype": str(jnp.zeros(()).dtype), "steps": args.steps,
            "cpu": platform.processor() or platform.machine(), "per_step_s": {}, "compile_s": {}}
     first, per = time_rollouts(cases, stepper, state, dt, args.steps, args.repeats)

@@ -95,6 +95,10 @@ def run(
     energy_fixer: bool = typer.Option(True, help="with --physics hybrid: give back the energy each step loses as a "
                                       "uniform temperature change"),
     float64: bool = typer.Option(False, help="with --years/--physics: compute in float64 (default float32)"),
+    coupling: str = typer.Option("stages", help="with --physics hybrid: 'stages' (column physics at every IMEX "
+                                 "stage) or 'split' (once per physics step before the dynamics, as jcm couples "
+                                 "SPEEDY's physics)"),
+    physics_every: int = typer.Option(1, help="with --coupling split: physics step in dynamics steps"),
 ) -> None:
     """Run the atmosphere. Without --years/--physics: from an isothermal state at rest with a surface-pressure bump
     (--forcing held-suarez or none): atmosphere.nc (CF), metrics.json, zonal_mean.png, global_mean.png. With
@@ -103,7 +107,8 @@ def run(
     --save-hours), metrics.json, global_mean.png."""
     if years is not None or physics is not None:
         _climate_run(out, days, years, physics or "hybrid", dt, save_hours, mean_days, weights, initial,
-                     fix_dry_mass, float64, quiet, clip_humidity, global_balance, energy_fixer)
+                     fix_dry_mass, float64, quiet, clip_humidity, global_balance, energy_fixer, coupling,
+                     physics_every)
         return
     dt = 1200.0 if dt is None else dt
     _check(days, dt, save_hours, forcing)
@@ -154,7 +159,8 @@ def run(
 
 
 def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, initial, fix_dry_mass, float64,
-                 quiet, clip_humidity=True, global_balance=True, energy_fixer=True) -> None:
+                 quiet, clip_humidity=True, global_balance=True, energy_fixer=True, coupling="stages",
+                 physics_every=1) -> None:
     import math
 
     from nemic.errors import ConfigError
@@ -170,7 +176,7 @@ def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, 
                            save_hours=save_hours, weights=None if weights is None else str(weights),
                            initial=None if initial is None else str(initial), fix_dry_mass=fix_dry_mass,
                            clip_humidity=clip_humidity, global_balance=global_balance,
-                           energy_fixer=energy_fixer)
+                           energy_fixer=energy_fixer, coupling=coupling, physics_every=physics_every)
     import jax
 
     jax.config.update("jax_enable_x64", bool(float64))  # after the checks: a refused run changes nothing

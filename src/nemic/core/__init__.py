@@ -10,7 +10,9 @@ from nemic.core.process import (
     AbstractProcess,
     FunctionProcess,
     ImplicitExplicit,
+    OncePerStep,
     Sum,
+    apply_once_per_step,
     compose,
 )
 from nemic.core.random import AR1Noise, WhiteNoise
@@ -45,7 +47,7 @@ __all__ = [
     "AB3", "ARS222_TABLEAU", "AR1Noise", "AbstractImplicitProcess", "AbstractModel", "AbstractProcess",
     "AbstractState", "AbstractStepFilter", "AbstractStepper", "BlowUpError", "ConfigError", "DataError",
     "Filtered", "ForwardEuler", "FunctionProcess", "IMEXARS222", "IMEXRungeKutta", "IMEXSIL3", "IMEXTableau",
-    "ImplicitExplicit", "NemicError", "RK4", "RolloutCarry", "SIL3_TABLEAU", "SemiImplicitEuler", "StateFilter",
-    "Sum", "Trajectory", "WhiteNoise", "checkpointed_scan", "compose", "ensemble_rollout", "get_stepper",
+    "ImplicitExplicit", "NemicError", "OncePerStep", "RK4", "RolloutCarry", "SIL3_TABLEAU", "SemiImplicitEuler", "StateFilter",
+    "Sum", "Trajectory", "WhiteNoise", "apply_once_per_step", "checkpointed_scan", "compose", "ensemble_rollout", "get_stepper",
     "rollout", "simulate",
 ]

@@ -220,6 +220,92 @@ class Sum(AbstractProcess):
         return Sum(tuple(p.bind_noise(n) for p, n in zip(self.terms, noise)))
 
 
+class OncePerStep(AbstractProcess):
+    """A term applied once per step, before the step, by forward Euler (sequential or Lie splitting).
+
+    Every nemic stepper calls :func:`apply_once_per_step` first: the tendencies of the ``OncePerStep`` terms are
+    evaluated once, at the state and time at the start of the step, added as ``x + dt f(x, t)``, and the stepper
+    then integrates the remaining terms from that state. This is how SPEEDY and jcm couple their physics to the
+    dynamical core (physics tendencies once per step, then the dynamics step; jcm's ``Model`` calls it the
+    operator-split step), and it costs one evaluation of the term per step instead of one per stage (three for
+    IMEX-SIL3). The splitting error is first order in ``dt``; a term stiffer than ``1/dt`` is unstable under it.
+
+    With ``every = k > 1`` the term is applied only at the steps whose index ``round(t / dt)`` is a multiple of
+    ``k``, as ``x + k dt f(x, t)``: a physics time step ``k`` times the dynamics step, as GCMs call (parts of) their
+    physics less often than their dynamics. The skipped steps cost nothing under ``jit`` (``lax.cond``); under
+    ``vmap`` both branches run.
+
+    Outside a stepper (``tendency``, ``observe``) the wrapper is transparent.
+    """
+
+    term: AbstractProcess
+    every: int = eqx.field(static=True, default=1)
+
+    def __check_init__(self):
+        if not isinstance(self.term, AbstractProcess) or isinstance(
+                self.term, (ImplicitExplicit, AbstractImplicitProcess, OncePerStep)):
+            raise ConfigError("OncePerStep wraps one explicit process (not an implicit part or another OncePerStep)")
+        if not (isinstance(self.every, int) and self.every >= 1):
+            raise ConfigError(f"OncePerStep every must be a whole number of steps >= 1, got {self.every!r}")
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.term.stochastic
+
+    def tendency(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
+        return self.term.tendency(state, t, key)
+
+    def init_noise(self, state, key):
+        return self.term.init_noise(state, key)
+
+    def advance_noise(self, noise, key, dt):
+        return self.term.advance_noise(noise, key, dt)
+
+    def bind_noise(self, noise):
+        return self if noise is None else OncePerStep(self.term.bind_noise(noise), self.every)
+
+
+class _Spent(AbstractProcess):
+    """Placeholder of a :class:`OncePerStep` term already applied in this step: zero tendency, same key share."""
+
+    was_stochastic: bool = eqx.field(static=True, default=False)
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.was_stochastic
+
+    def tendency(self, state: PyTree, t: Any, key: Any = None) -> PyTree:
+        return tree_zeros_like(state)
+
+
+def apply_once_per_step(process: AbstractProcess, state: PyTree, t: Any, dt: Any, key: Any = None
+                        ) -> tuple[AbstractProcess, PyTree]:
+    """Apply the :class:`OncePerStep` terms of ``process`` by forward Euler; return ``(rest, state')``.
+
+    ``rest`` is ``process`` with those terms replaced by zero placeholders, so the key of the step is shared
+    among the stochastic terms exactly as in ``process`` itself. Without such terms: ``(process, state)``.
+    """
+    explicit = process.explicit if isinstance(process, ImplicitExplicit) else process
+    terms = _terms(explicit)
+    if not any(isinstance(p, OncePerStep) for p in terms):
+        return process, state
+    keys = explicit._keys(key) if isinstance(explicit, Sum) else [key]
+    for p, k in zip(terms, keys):
+        if not isinstance(p, OncePerStep):
+            continue
+        if p.every == 1:
+            state = tree_axpy(dt, p.tendency(state, t, k), state)
+            continue
+        due = jnp.round(jnp.asarray(t) / dt).astype(jnp.int32) % p.every == 0
+        state = jax.lax.cond(due, lambda x, p=p, k=k: tree_axpy(p.every * dt, p.tendency(x, t, k), x),
+                             lambda x: x, state)
+    rest_terms = tuple(_Spent(p.stochastic) if isinstance(p, OncePerStep) else p for p in terms)
+    rest = Sum(rest_terms) if isinstance(explicit, Sum) else rest_terms[0]
+    if isinstance(process, ImplicitExplicit):
+        rest = ImplicitExplicit(rest, process.implicit, default=process.default)
+    return rest, state
+
+
 class FunctionProcess(AbstractProcess):
     """Wrap a plain function ``f(state, t) -> tendency`` as a deterministic process (handy in tests)."""
 

@@ -1,6 +1,8 @@
 """Time steppers: ``step(process, state, t, dt, stepper_state, key=None) -> (state, stepper_state)``.
 
 Steppers know nothing about physics; they only call ``process.tendency`` (and ``implicit_solve`` for IMEX).
+Terms wrapped in :class:`~nemic.core.process.OncePerStep` are applied first, once per step, by forward Euler
+(:func:`~nemic.core.process.apply_once_per_step`); the stepper integrates the other terms from there.
 Multistep methods keep their history in an explicit *stepper state* (created by ``init``), so a stepper is an
 immutable pytree and a rollout is a pure function. The ``key`` of a step is passed unchanged to every stage, so a
 stochastic forcing is held constant over the step (as stochastic parameterizations are applied in weather and
@@ -23,7 +25,14 @@ import jax
 import jax.numpy as jnp
 
 from nemic.core.errors import ConfigError
-from nemic.core.process import AbstractProcess, ImplicitExplicit, PyTree, tree_axpy, tree_zeros_like
+from nemic.core.process import (
+    AbstractProcess,
+    ImplicitExplicit,
+    PyTree,
+    apply_once_per_step,
+    tree_axpy,
+    tree_zeros_like,
+)
 
 
 class AbstractStepper(eqx.Module):
@@ -51,6 +60,7 @@ class ForwardEuler(AbstractStepper):
     order: ClassVar[int] = 1
 
     def step(self, process, state, t, dt, stepper_state, key=None):
+        process, state = apply_once_per_step(process, state, t, dt, key)
         return tree_axpy(dt, process.tendency(state, t, key), state), stepper_state
 
 
@@ -60,6 +70,8 @@ class RK4(AbstractStepper):
     order: ClassVar[int] = 4
 
     def step(self, process, state, t, dt, stepper_state, key=None):
+        process, state = apply_once_per_step(process, state, t, dt, key)
+
         def f(x, tt):
             return process.tendency(x, tt, key)
 
@@ -99,6 +111,7 @@ class AB3(AbstractStepper):
         return AB3State(f_prev=z, f_prev2=z, level=jnp.zeros((), jnp.int32))
 
     def step(self, process, state, t, dt, stepper_state, key=None):
+        process, state = apply_once_per_step(process, state, t, dt, key)
         f = process.tendency(state, t, key)
         lvl = stepper_state.level
         if self.startup == "euler":
@@ -138,6 +151,7 @@ class SemiImplicitEuler(AbstractStepper):
         require_imex(process, "SemiImplicitEuler")
 
     def step(self, process, state, t, dt, stepper_state, key=None):
+        process, state = apply_once_per_step(process, state, t, dt, key)
         require_imex(process, "SemiImplicitEuler")
         rhs = tree_axpy(dt, process.explicit.tendency(state, t, key), state)
         return process.implicit.implicit_solve(rhs, t + dt, dt), stepper_state
@@ -197,6 +211,7 @@ class IMEXRungeKutta(AbstractStepper):
         require_imex(process, f"the IMEX Runge-Kutta stepper {self.name}")
 
     def step(self, process, state, t, dt, stepper_state, key=None):
+        process, state = apply_once_per_step(process, state, t, dt, key)
         p = require_imex(process, f"the IMEX Runge-Kutta stepper {self.name}")
         tab = self.tableau
         s = len(tab.b_ex)

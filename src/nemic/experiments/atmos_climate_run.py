@@ -43,6 +43,7 @@ import numpy as np
 import xarray as xr
 
 from nemic.core.errors import BlowUpError, ConfigError, DataError
+from nemic.core.process import OncePerStep
 from nemic.core.rollout import simulate
 from nemic.core.steppers import IMEXSIL3, Filtered
 from nemic.experiments.atmos_climate_fixers import EnergyFixer, GlobalBalance, NonNegativeHumidity
@@ -59,6 +60,7 @@ __all__ = ["PHYSICS", "ClimateRunConfig", "shipped_dir", "load_initial_fields", 
            "EPOCH"]
 
 PHYSICS = ("hybrid", "held-suarez", "none")
+COUPLINGS = ("stages", "split")
 EPOCH = "days since 2000-01-01 00:00:00"
 GRAVITY = 9.81
 
@@ -80,6 +82,11 @@ class ClimateRunConfig:
         energy_fixer: apply :class:`~nemic.experiments.atmos_climate_fixers.EnergyFixer` after every step (hybrid
             only).
         flush_chunks: write the files of the chunks done so far every this many chunks (0: only at the end).
+        coupling: how the hybrid's column physics meets the dynamics: ``stages`` (a term of the explicit part,
+            evaluated at each of IMEX-SIL3's three explicit stages) or ``split`` (process splitting, as jcm couples
+            SPEEDY's physics: applied once per physics step by forward Euler before the dynamics,
+            :class:`~nemic.core.process.OncePerStep`).
+        physics_every: with ``split``: the physics step in dynamics steps (1: every step).
     """
 
     physics: str = "hybrid"
@@ -95,10 +102,18 @@ class ClimateRunConfig:
     global_balance: bool = True
     energy_fixer: bool = True
     flush_chunks: int = 3
+    coupling: str = "stages"
+    physics_every: int = 1
 
     def __post_init__(self):
         if self.physics not in PHYSICS:
             raise ConfigError(f"physics must be one of {', '.join(PHYSICS)}, got {self.physics!r}")
+        if self.coupling not in COUPLINGS:
+            raise ConfigError(f"coupling must be one of {', '.join(COUPLINGS)}, got {self.coupling!r}")
+        if not (isinstance(self.physics_every, int) and self.physics_every >= 1):
+            raise ConfigError(f"physics_every must be a whole number of steps >= 1, got {self.physics_every!r}")
+        if self.physics_every > 1 and self.coupling != "split":
+            raise ConfigError("physics_every > 1 needs coupling 'split'")
         for k in ("days", "dt", "mean_days", "sample_hours", "save_hours"):
             v = getattr(self, k)
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
@@ -164,6 +179,8 @@ def build_physics(cfg: ClimateRunConfig, model: PrimitiveEquations):
         if cfg.global_balance:
             phys = GlobalBalance(phys)
             process = model + phys
+        if cfg.coupling == "split":
+            process = model + OncePerStep(phys, cfg.physics_every)
         return process, phys.observe
     process = model + HeldSuarez(g) if cfg.physics == "held-suarez" else model
     nlat, nlon = g.nodal_shape[1:]
