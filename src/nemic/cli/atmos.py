@@ -99,6 +99,8 @@ def run(
                                  "stage) or 'split' (once per physics step before the dynamics, as jcm couples "
                                  "SPEEDY's physics)"),
     physics_every: int = typer.Option(1, help="with --coupling split: physics step in dynamics steps"),
+    snapshot_days: float = typer.Option(0.0, help="with --years/--physics: write the instantaneous states every "
+                                        "this many days to states.nc (0: none)"),
 ) -> None:
     """Run the atmosphere. Without --years/--physics: from an isothermal state at rest with a surface-pressure bump
     (--forcing held-suarez or none): atmosphere.nc (CF), metrics.json, zonal_mean.png, global_mean.png. With
@@ -108,7 +110,7 @@ def run(
     if years is not None or physics is not None:
         _climate_run(out, days, years, physics or "hybrid", dt, save_hours, mean_days, weights, initial,
                      fix_dry_mass, float64, quiet, clip_humidity, global_balance, energy_fixer, coupling,
-                     physics_every)
+                     physics_every, snapshot_days)
         return
     dt = 1200.0 if dt is None else dt
     _check(days, dt, save_hours, forcing)
@@ -160,7 +162,7 @@ def run(
 
 def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, initial, fix_dry_mass, float64,
                  quiet, clip_humidity=True, global_balance=True, energy_fixer=True, coupling="stages",
-                 physics_every=1) -> None:
+                 physics_every=1, snapshot_days=0.0) -> None:
     import math
 
     from nemic.errors import ConfigError
@@ -176,7 +178,8 @@ def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, 
                            save_hours=save_hours, weights=None if weights is None else str(weights),
                            initial=None if initial is None else str(initial), fix_dry_mass=fix_dry_mass,
                            clip_humidity=clip_humidity, global_balance=global_balance,
-                           energy_fixer=energy_fixer, coupling=coupling, physics_every=physics_every)
+                           energy_fixer=energy_fixer, coupling=coupling, physics_every=physics_every,
+                           snapshot_days=snapshot_days)
     import jax
 
     jax.config.update("jax_enable_x64", bool(float64))  # after the checks: a refused run changes nothing

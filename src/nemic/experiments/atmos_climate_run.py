@@ -87,6 +87,9 @@ class ClimateRunConfig:
             SPEEDY's physics: applied once per physics step by forward Euler before the dynamics,
             :class:`~nemic.core.process.OncePerStep`).
         physics_every: with ``split``: the physics step in dynamics steps (1: every step).
+        snapshot_days: write the instantaneous states (T, u, v, q, ps) every this many days to ``states.nc``
+            (0: none); a state of it can start another run (``initial``) or be labelled with SPEEDY's physics
+            (``nemic atmos perturb --states``).
     """
 
     physics: str = "hybrid"
@@ -104,6 +107,7 @@ class ClimateRunConfig:
     flush_chunks: int = 3
     coupling: str = "stages"
     physics_every: int = 1
+    snapshot_days: float = 0.0
 
     def __post_init__(self):
         if self.physics not in PHYSICS:
@@ -114,6 +118,10 @@ class ClimateRunConfig:
             raise ConfigError(f"physics_every must be a whole number of steps >= 1, got {self.physics_every!r}")
         if self.physics_every > 1 and self.coupling != "split":
             raise ConfigError("physics_every > 1 needs coupling 'split'")
+        if not (np.isfinite(self.snapshot_days) and self.snapshot_days >= 0
+                and (self.snapshot_days * 24) % self.sample_hours == 0):
+            raise ConfigError(f"snapshot_days must be 0 or a positive multiple of sample_hours "
+                              f"({self.sample_hours} h), got {self.snapshot_days!r}")
         for k in ("days", "dt", "mean_days", "sample_hours", "save_hours"):
             v = getattr(self, k)
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
@@ -267,8 +275,26 @@ def _plot_series(d: xr.Dataset, out: Path) -> None:
     save_figure(fig, out / "global_mean.png")
 
 
+def _snapshots(g, snaps: list[dict], attrs: dict) -> xr.Dataset:
+    """The instantaneous states as CF netCDF with the variable names of a truth store (T, u, v, q, ps)."""
+    cat = lambda k: np.concatenate([r[k] for r in snaps]).astype(np.float32)  # noqa: E731
+    ds = xr.Dataset(coords={
+        "time": ("time", cat("time").astype(float), {"units": EPOCH, "calendar": "proleptic_gregorian",
+                                                     "standard_name": "time"}),
+        "level": ("level", g.sigma, {"units": "1", "standard_name": "atmosphere_sigma_coordinate",
+                                     "positive": "down"}),
+        "lat": ("lat", g.lat, {"units": "degrees_north", "standard_name": "latitude"}),
+        "lon": ("lon", g.lon, {"units": "degrees_east", "standard_name": "longitude"})})
+    for k, name, units in NODAL:
+        ds[k] = (("time", "level", "lat", "lon"), cat(k), {"units": units, "standard_name": name})
+    ds["ps"] = (("time", "lat", "lon"), cat("ps"), {"units": "Pa", "standard_name": "surface_air_pressure"})
+    ds.attrs.update({"Conventions": "CF-1.10", "source": "nemic atmos run", "title": "instantaneous states",
+                     "truncation": g.truncation, "layers": g.layers, **attrs})
+    return ds
+
+
 def _write(stage: Path, g, cfg: ClimateRunConfig, settings: dict, means: list, daily: list, steps_per_chunk: int,
-           wall: float, blowup: BlowUpError | None) -> dict[str, Any]:
+           wall: float, blowup: BlowUpError | None, snaps: list | None = None) -> dict[str, Any]:
     """Write the files of the chunks done so far (also called during the run, so that the staging directory of a
     long run holds its results up to the last flush)."""
     done_steps = len(means) * steps_per_chunk
@@ -283,6 +309,8 @@ def _write(stage: Path, g, cfg: ClimateRunConfig, settings: dict, means: list, d
         m, d = _datasets(g, means, daily, attrs)
         write_netcdf(m, stage / "atmosphere.nc")
         write_netcdf(d, stage / "daily.nc")
+        if snaps:
+            write_netcdf(_snapshots(g, snaps, attrs), stage / "states.nc")
         for k in SERIES_ATTRS:
             v = d[k].values
             metrics[k] = {"first": float(v[0]), "last": float(v[-1]), "min": float(v.min()),
@@ -308,8 +336,8 @@ def climate_stepper(model: PrimitiveEquations, *, clip_humidity: bool = True, en
 
 def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[int, int], None] | None = None,
                 truncation: int = 21, layers: int = 8) -> dict[str, Any]:
-    """Run ``cfg`` and write ``atmosphere.nc``, ``daily.nc``, ``metrics.json`` and ``global_mean.png`` into
-    ``out`` (one transaction). ``progress(steps_done, n_steps)`` is called after every chunk."""
+    """Run ``cfg`` and write ``atmosphere.nc``, ``daily.nc``, ``metrics.json``, ``global_mean.png`` (and with
+    ``snapshot_days``, ``states.nc``) into ``out`` (one transaction). ``progress(steps_done, n_steps)`` is called after every chunk."""
     model = PrimitiveEquations(truncation, layers, dt=cfg.dt, fix_dry_mass=cfg.fix_dry_mass)
     g = model.grid
     fields0, day_start = load_initial_fields(cfg.initial, model)
@@ -322,7 +350,8 @@ def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[i
     steps_per_chunk = int(round(cfg.chunk_days * 86400 / cfg.dt / steps_per_sample)) * steps_per_sample
     n_steps = steps_per_chunk * cfg.n_chunks
     settings = {**dataclasses.asdict(cfg), "truncation": truncation, "layers": layers, "start_day": day_start}
-    means, daily, blowup = [], [], None
+    means, daily, snaps, blowup = [], [], [], None
+    snap_every = int(round(cfg.snapshot_days * 24 / cfg.sample_hours))
     t0 = time.perf_counter()
     t_sec = day_start * 86400.0
 
@@ -348,13 +377,19 @@ def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[i
             series = _global_series(g, {k: v[sel] for k, v in arr.items()})
             daily.append({"time": tdays[sel], **{f"zm_{k}": arr[k][sel].mean(-1) for k in ("T", "u", "q", "ps")},
                           "P": arr["P"][sel], **series})
+            if snap_every:
+                n = len(tdays)
+                pick = np.nonzero((c * n + np.arange(n) + 1) % snap_every == 0)[0]
+                snaps.append({"time": tdays[pick], **{k: arr[k][pick] for k in ("T", "u", "v", "q", "ps")}})
             state = jax.tree_util.tree_map(lambda x: x[-1], states)
             t_sec = float(traj.t[-1])
             if progress is not None:
                 progress((c + 1) * steps_per_chunk, n_steps)
             if cfg.flush_chunks and (c + 1) % cfg.flush_chunks == 0 and c + 1 < cfg.n_chunks:
-                _write(stage, g, cfg, settings, means, daily, steps_per_chunk, time.perf_counter() - t0, None)
-        metrics = _write(stage, g, cfg, settings, means, daily, steps_per_chunk, time.perf_counter() - t0, blowup)
+                _write(stage, g, cfg, settings, means, daily, steps_per_chunk, time.perf_counter() - t0, None,
+                       snaps)
+        metrics = _write(stage, g, cfg, settings, means, daily, steps_per_chunk, time.perf_counter() - t0, blowup,
+                         snaps)
     if blowup is not None:
         raise blowup
     return metrics
