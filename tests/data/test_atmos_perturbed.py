@@ -7,10 +7,12 @@ the water budget."""
 import numpy as np
 import pytest
 
-from nemic.core.errors import ConfigError
-from nemic.data.atmosphere.dataset import days_since_2000
+from nemic.core.errors import ConfigError, DataError
+from nemic.data.atmosphere.dataset import days_since_2000, truth_dataset
+from nemic.data.atmosphere.spectral import lat_lon
 from nemic.data.atmosphere.perturbed import PerturbationConfig, perturb_columns
 from nemic.experiments.atmos_offline import OfflineConfig, prepare
+from nemic.experiments.atmos_perturbed import open_states
 
 SB = np.array([0.0, 0.05, 0.14, 0.26, 0.42, 0.6, 0.77, 0.9, 1.0])
 SIG = 0.5 * (SB[1:] + SB[:-1])
@@ -64,9 +66,6 @@ def test_days_since_2000_decoded_or_not():
 
 
 def test_offline_preparation_appends_perturbed_columns_with_the_truths_normalisation():
-    from nemic.data.atmosphere.dataset import truth_dataset
-    from nemic.data.atmosphere.spectral import lat_lon
-
     lat, lon = lat_lon(21)
     f = {k: v[:2] for k, v in _fields(nt=2, nlat=lat.size, nlon=lon.size).items()}
     r = np.random.default_rng(3)
@@ -92,6 +91,33 @@ def test_offline_preparation_appends_perturbed_columns_with_the_truths_normalisa
     np.testing.assert_allclose(np.asarray(net.in_mean), np.asarray(net0.in_mean))
     np.testing.assert_allclose(np.asarray(net.in_std), np.asarray(net0.in_std))
     np.testing.assert_allclose(x[1000:, 0].mean(), x0[:, 0].mean() + 5.0, atol=1.0)
+    # several stores (e.g. perturbed truth states and a run's DAgger states): columns from each, own scales
+    cfg2 = OfflineConfig(max_train_columns=1000, perturbed="x, y", perturbed_columns=500)
+    assert cfg2.perturbed_dirs == ["x", "y"]
+    _, x2, y2, w2 = prepare(train, cfg2, [pert, train])
+    assert x2.shape[0] == 2000
+    np.testing.assert_allclose(w2[1500, :8], 1.0 / y2[1500:, :8].std(0), rtol=1e-5)
+
+
+def test_states_of_another_grid_or_levels_are_refused(tmp_path):
+    def store(trunc, sigma, bounds):
+        lat, lon = lat_lon(trunc)
+        f = _fields(nt=1, nlat=lat.size, nlon=lon.size)
+        f["ps"] = np.full((1, lat.size, lon.size), 1e5)
+        return truth_dataset(np.array([60.0]), f, lat=lat, lon=lon, sigma=sigma, sigma_boundaries=bounds)
+
+    truth = store(21, SIG, SB)
+    truth.attrs["truncation"] = 21
+    store(31, SIG, SB).to_netcdf(tmp_path / "t31.nc")
+    with pytest.raises(DataError, match="T21"):
+        open_states(tmp_path / "t31.nc", truth)
+    sb = np.linspace(0, 1, 9)
+    store(21, 0.5 * (sb[1:] + sb[:-1]), sb).to_netcdf(tmp_path / "levels.nc")
+    with pytest.raises(DataError, match="sigma levels"):
+        open_states(tmp_path / "levels.nc", truth)
+    with pytest.raises(ConfigError, match="snapshot-days"):
+        open_states(tmp_path / "missing.nc", truth)
+    assert open_states(tmp_path / "levels.nc", store(21, 0.5 * (sb[1:] + sb[:-1]), sb)).sizes["time"] == 1
 
 
 def test_speedy_physics_on_saved_states_reproduces_the_truths_tendencies(tmp_path):
@@ -138,3 +164,13 @@ def test_speedy_physics_on_saved_states_reproduces_the_truths_tendencies(tmp_pat
                                atol=1e-5 * float(np.abs(p["evaporation"]).max()))
     # the perturbed temperature differs from the truth's by the perturbation, nothing else
     assert 0.5 < float(np.abs(p["T"].values - ds["T"].values).mean()) < 4.0
+
+    # DAgger labelling: the states from a file (here the truth's own), zero amplitudes: the tendencies of above
+    ds[["T", "u", "v", "q", "ps"]].to_netcdf(tmp_path / "states.nc")
+    zero = PerturbationConfig(t_amplitude=0.0, q_amplitude=0.0, wind_amplitude=0.0)
+    m = generate_perturbed(zero, tmp_path / "truth", tmp_path / "dagger", states=tmp_path / "states.nc",
+                           progress=False, log=lambda s: None)
+    g = xr.open_zarr(tmp_path / "dagger" / "perturbed.zarr", consolidated=False).load()
+    assert m["config"]["states"].endswith("states.nc") and g.sizes["time"] == ds.sizes["time"]
+    for k in ("dTdt_phys", "dqdt_phys", "precipitation"):
+        np.testing.assert_allclose(g[k].values, out[k], rtol=1e-3, atol=1e-3 * float(np.abs(out[k]).max()))

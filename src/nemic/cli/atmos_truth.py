@@ -57,6 +57,10 @@ def perturb(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file overriding the perturbation "
                                           "(copies, t_amplitude [K], q_amplitude [of log q], wind_amplitude "
                                           "[m/s], seed)."),
+    states: Optional[Path] = typer.Option(None, "--states", help="Perturb these states (netCDF or zarr with T, "
+                                          "u, v, q, ps, e.g. a run's states.nc from --snapshot-days) instead of "
+                                          "the truth's; with zero amplitudes: SPEEDY's physics on the states a "
+                                          "hybrid visits (DAgger)."),
     quick: bool = typer.Option(False, "--quick", help="Only the first 4 saved states: a smoke test."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
@@ -75,7 +79,7 @@ def perturb(
     t0 = time.perf_counter()
     cfg = load_config(PerturbationConfig, config)
     out = out if out is not None else Path(truth) / "perturbed"
-    m = generate_perturbed(cfg, truth, out, max_times=4 if quick else None, progress=progress,
+    m = generate_perturbed(cfg, truth, out, max_times=4 if quick else None, states=states, progress=progress,
                            log=lambda s: console.print(f"[bold cyan]{s}"))
     console.print(f"{m['columns']} perturbed columns; water-budget residual (rms) "
                   f"{m['water_budget_residual_kg_m2_s']['rms']:.2e} kg m-2 s-1")

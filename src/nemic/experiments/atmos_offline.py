@@ -59,6 +59,12 @@ class OfflineConfig:
     perturbed_weight: float = 1.0
     seed: int = 0
 
+    @property
+    def perturbed_dirs(self) -> list[str]:
+        """The directories of ``perturbed`` (several separated by commas, e.g. perturbed truth states and the
+        DAgger states of a run; ``perturbed_columns`` columns are drawn from each)."""
+        return [d.strip() for d in self.perturbed.split(",") if d.strip()]
+
     def __post_init__(self):
         if self.n_iters < 1 or self.batch_size < 1 or self.width < 1 or self.depth < 1:
             raise ConfigError("n_iters, batch_size, width and depth must be >= 1")
@@ -88,7 +94,7 @@ def _target_scale(y: np.ndarray, levels: int) -> np.ndarray:
 
 
 def prepare(train: xr.Dataset, cfg: OfflineConfig,
-            perturbed: xr.Dataset | None = None) -> tuple[ColumnNet, np.ndarray, np.ndarray, np.ndarray]:
+            perturbed: xr.Dataset | list[xr.Dataset] | None = None) -> tuple[ColumnNet, np.ndarray, np.ndarray, np.ndarray]:
     """The initial network (training-set statistics inside), the training arrays ``(x, y)`` and the per-sample
     inverse loss scales ``w`` (same shape as ``y``): the loss is ``mean(((pred - y) w)^2)``.
 
@@ -97,14 +103,16 @@ def prepare(train: xr.Dataset, cfg: OfflineConfig,
     weighed by ``sqrt(cfg.perturbed_weight) / s'_k`` with ``s'_k`` the std over the perturbed columns: SPEEDY's
     response off the attractor is 5-15 times larger than its tendencies on it, and scaled by the truth's ``s_k`` it
     would swamp the loss. The network's input normalisation and output scales stay those of the truth's columns.
+    With a list of stores, ``cfg.perturbed_columns`` are drawn from each and each is scaled by its own std.
     """
     x, y = column_arrays(train, max_columns=cfg.max_train_columns, seed=cfg.seed)
     levels = train.sizes["level"]
     scale = _target_scale(y, levels)
     w = np.broadcast_to(1.0 / scale, y.shape)
     x_base, y_base = x, y
-    if perturbed is not None and cfg.perturbed_columns > 0:
-        xp, yp = column_arrays(perturbed, max_columns=cfg.perturbed_columns, seed=cfg.seed + 3)
+    stores = [] if perturbed is None else perturbed if isinstance(perturbed, list) else [perturbed]
+    for i, store in enumerate(stores if cfg.perturbed_columns > 0 else []):
+        xp, yp = column_arrays(store, max_columns=cfg.perturbed_columns, seed=cfg.seed + 3 + 10 * i)
         wp = np.broadcast_to(np.sqrt(cfg.perturbed_weight) / _target_scale(yp, levels), yp.shape)
         x, y, w = np.concatenate([x, xp]), np.concatenate([y, yp]), np.concatenate([w, wp])
     bounds = np.concatenate([train["level_bounds"].values[:, 0], train["level_bounds"].values[-1:, 1]])
@@ -138,8 +146,8 @@ def train_offline(cfg: OfflineConfig, truth: str | Path, out: str | Path, *, pro
                       variables=TRUTH_VARIABLES)
     perturbed = None
     if cfg.perturbed_columns > 0:
-        perturbed = open_truth(Path(cfg.perturbed) / "perturbed.zarr", truncation=cfg.truncation,
-                               sigma=train["level"].values, variables=TRUTH_VARIABLES)
+        perturbed = [open_truth(Path(d) / "perturbed.zarr", truncation=cfg.truncation,
+                                sigma=train["level"].values, variables=TRUTH_VARIABLES) for d in cfg.perturbed_dirs]
     settings = {**dataclasses.asdict(cfg), "truth": str(truth.resolve())}
     with staged_run(out, "atmos train --offline", settings, keep_checkpoints=False) as stage:
         net, x, y, w = prepare(train, cfg, perturbed)
