@@ -115,6 +115,8 @@ def main():
     ap.add_argument("--no-jcm", action="store_true")
     ap.add_argument("--no-shipped", action="store_true", help="skip the shipped hybrid's network")
     ap.add_argument("--no-gradient", action="store_true", help="skip the 1-day gradient / forward timing")
+    ap.add_argument("--weights", action="append", default=[],
+                    help="another column network (.eqx) to time like the shipped one, once per step (repeatable)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "atmosphere.json"))
     args = ap.parse_args()
 
@@ -131,6 +133,11 @@ def main():
         cases["core + shipped ColumnNet (128 x 3)"] = model + phys
         cases["core + shipped ColumnNet + GlobalBalance"] = model + GlobalBalance(phys)
         cases["core + shipped, once per step"] = model + OncePerStep(GlobalBalance(phys))
+    for path in args.weights:
+        net = load_module(path, kind="ColumnNet")
+        phys = ColumnPhysics(g, PackedColumnFunction(net, net.levels), insolation="daily")
+        cases[f"core + {Path(path).parent.name} ({net.mlp.width_size} x {net.mlp.depth}), once per step"] = (
+            model + OncePerStep(GlobalBalance(phys)))
     res = {"grid": str(g), "dt_s": dt, "dtype": str(jnp.zeros(()).dtype), "steps": args.steps,
            "cpu": platform.processor() or platform.machine(), "per_step_s": {}, "compile_s": {}}
     first, per = time_rollouts(cases, stepper, state, dt, args.steps, args.repeats)
