@@ -97,8 +97,11 @@ def train(
     stochastic: bool = typer.Option(False, "--stochastic", help="Fit the SPPT amplitude of the hybrid with the "
                                     "network of --init by the CRPS of ensemble forecasts (stochastic.png, "
                                     "sppt.json)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="With --online / --stochastic: the network (.eqx, "
-                                        "e.g. the offline one)."),
+    dagger: bool = typer.Option(False, "--dagger", help="Rounds of: a free run of the hybrid with the network of "
+                                "--init (then of the last round), SPEEDY's physics on its states, offline "
+                                "retraining on the truth plus every store so far (DAgger; round<k>/ folders)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="With --online / --stochastic / --dagger: the network "
+                                        "(.eqx, e.g. the offline one)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/JSON file overriding training settings."),
     quick: bool = typer.Option(False, "--quick", help="Tiny network and few iterations: a smoke test."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (overrides the config)."),
@@ -113,14 +116,16 @@ def train(
     from nemic.errors import ConfigError
     from nemic.experiments.config import load_config, quick_keeping_changes
 
-    if offline + online + stochastic != 1:
+    if offline + online + stochastic + dagger != 1:
         raise ConfigError("pass --offline (regression on the physics tendencies), --online --init NET (rollouts "
-                          "of the hybrid) or --stochastic --init NET (SPPT fitted by CRPS), exactly one of them")
+                          "of the hybrid), --stochastic --init NET (SPPT fitted by CRPS) or --dagger --init NET "
+                          "(retraining on the hybrid's own states), exactly one of them")
     console = Console()
     t0 = time.perf_counter()
     log = lambda s: console.print(f"[bold cyan]{s}")  # noqa: E731
-    if (online or stochastic) and init is None:
-        raise ConfigError(f"--{'online' if online else 'stochastic'} needs --init NET (a column network, e.g. from "
+    if (online or stochastic or dagger) and init is None:
+        mode = "online" if online else "stochastic" if stochastic else "dagger"
+        raise ConfigError(f"--{mode} needs --init NET (a column network, e.g. from "
                           "'nemic atmos train --offline')")
     if online:
         from nemic.experiments.atmos_online import UNITS, run_online
@@ -131,6 +136,10 @@ def train(
         from nemic.experiments.atmos_stochastic_run import StochasticConfig, quick_stochastic_config, run_stochastic
 
         cls, quick_cfg = StochasticConfig, quick_stochastic_config
+    elif dagger:
+        from nemic.experiments.atmos_dagger import DaggerConfig, quick_dagger_config, run_dagger
+
+        cls, quick_cfg = DaggerConfig, quick_dagger_config
     else:
         from nemic.experiments.atmos_offline import OfflineConfig, quick_offline_config, train_offline
 
@@ -144,6 +153,9 @@ def train(
         console.print("forecast RMSE at 1 day, initial / online: " + ", ".join(
             f"{k} {s['initial network'][k][0] * f:.3g} / {s['online network'][k][0] * f:.3g} {u}"
             for k, (u, f) in UNITS.items()))
+    elif dagger:
+        m = run_dagger(cfg, truth, init, out, progress=progress, log=log)
+        console.print("test loss by round: " + ", ".join(f"{r['test_loss']:.4f}" for r in m["rounds"]))
     elif stochastic:
         m = run_stochastic(cfg, truth, init, out, log=log)
         console.print("test, day 1 / day 5: CRPS / deterministic MAE " + ", ".join(
