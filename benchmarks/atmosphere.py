@@ -8,8 +8,8 @@ compiling warm-up, the cases interleaved:
 * core + Held-Suarez forcing;
 * core + a column MLP (``ColumnPhysics``, per-column MLP of width ``--width`` and depth 2 on all 2048 columns):
   the overhead of learned physics (goal: <= 1.5x the bare core);
-* core + the shipped hybrid's physics (``ColumnNet`` of width 128 and depth 3, as a packed column function),
-  alone and inside ``GlobalBalance`` (the balanced physics of the long runs), with ``--shipped`` (on by default);
+* core + the shipped hybrid's physics (its ``ColumnNet`` as a packed column function), alone and inside
+  ``GlobalBalance`` (the balanced physics of the long runs), unless ``--no-shipped``;
 * the same, applied once per step before the dynamics (``OncePerStep``: process splitting, as jcm couples its
   physics) instead of at each of IMEX-SIL3's three explicit stages;
 * jcm's SPEEDY model (dinosaur core + SPEEDY physics, jcm's defaults) at the same truncation, levels and step,
@@ -130,21 +130,22 @@ def main():
     if not args.no_shipped and args.truncation == 21 and args.layers == 8:
         shipped = load_module(shipped_dir() / "column_net.eqx", kind="ColumnNet")
         phys = ColumnPhysics(g, PackedColumnFunction(shipped, shipped.levels), insolation="daily")
-        cases["core + shipped ColumnNet (128 x 3)"] = model + phys
-        cases["core + shipped ColumnNet + GlobalBalance"] = model + GlobalBalance(phys)
-        cases["core + shipped, once per step"] = model + OncePerStep(GlobalBalance(phys))
+        size = f"{shipped.mlp.width_size} x {shipped.mlp.depth}"
+        cases[f"core + shipped ColumnNet ({size}), every stage"] = model + phys
+        cases["core + shipped + GlobalBalance, every stage"] = model + GlobalBalance(phys)
+        cases["core + shipped + GlobalBalance, once per step"] = model + OncePerStep(GlobalBalance(phys))
     for path in args.weights:
         net = load_module(path, kind="ColumnNet")
         phys = ColumnPhysics(g, PackedColumnFunction(net, net.levels), insolation="daily")
-        cases[f"core + {Path(path).parent.name} ({net.mlp.width_size} x {net.mlp.depth}), once per step"] = (
-            model + OncePerStep(GlobalBalance(phys)))
+        name = f"core + {Path(path).parent.name} ({net.mlp.width_size} x {net.mlp.depth}) + balance, once per step"
+        cases[name] = model + OncePerStep(GlobalBalance(phys))
     res = {"grid": str(g), "dt_s": dt, "dtype": str(jnp.zeros(()).dtype), "steps": args.steps,
            "cpu": platform.processor() or platform.machine(), "per_step_s": {}, "compile_s": {}}
     first, per = time_rollouts(cases, stepper, state, dt, args.steps, args.repeats)
     res["per_step_s"].update(per)
     res["compile_s"].update(first)
     for name in cases:
-        print(f"{name:24s} {per[name] * 1e3:8.2f} ms/step   (compile + first run {first[name]:.1f} s)", flush=True)
+        print(f"{name:50s} {per[name] * 1e3:8.2f} ms/step   (compile + first run {first[name]:.1f} s)", flush=True)
     bare = res["per_step_s"]["bare core"]
 
     # gradient / forward for a 1-day rollout of core + column MLP
@@ -180,7 +181,7 @@ def main():
     print("\nper step, relative to the bare core:")
     for k, v in res["per_step_s"].items():
         r = res["ratio_to_bare_core"][k]
-        print(f"  {k:34s} {'n/a' if v is None else f'{v * 1e3:8.2f} ms'}   "
+        print(f"  {k:50s} {'n/a' if v is None else f'{v * 1e3:8.2f} ms'}   "
               f"{'' if r is None else f'{r:5.2f}x'}")
     if res.get("jcm_note"):
         print("  jcm:", res["jcm_note"])
