@@ -322,7 +322,7 @@ def test_coupling_and_snapshot_options_are_checked():
     with pytest.raises(ConfigError, match="coupling"):
         ClimateRunConfig(coupling="lie")
     with pytest.raises(ConfigError, match="physics_every"):
-        ClimateRunConfig(physics_every=2)  # needs coupling split
+        ClimateRunConfig(coupling="stages", physics_every=2)  # needs coupling split
     with pytest.raises(ConfigError, match="snapshot_days"):
         ClimateRunConfig(snapshot_days=0.1)  # not a multiple of the 6-hourly samples
     assert ClimateRunConfig(coupling="split", physics_every=2, snapshot_days=0.5).physics_every == 2

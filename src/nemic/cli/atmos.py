@@ -95,9 +95,9 @@ def run(
     energy_fixer: bool = typer.Option(True, help="with --physics hybrid: give back the energy each step loses as a "
                                       "uniform temperature change"),
     float64: bool = typer.Option(False, help="with --years/--physics: compute in float64 (default float32)"),
-    coupling: str = typer.Option("stages", help="with --physics hybrid: 'stages' (column physics at every IMEX "
-                                 "stage) or 'split' (once per physics step before the dynamics, as jcm couples "
-                                 "SPEEDY's physics)"),
+    coupling: str = typer.Option("split", help="with --physics hybrid: 'split' (column physics once per physics "
+                                 "step before the dynamics, as jcm couples SPEEDY's physics) or 'stages' (at every "
+                                 "IMEX stage)"),
     physics_every: int = typer.Option(1, help="with --coupling split: physics step in dynamics steps"),
     snapshot_days: float = typer.Option(0.0, help="with --years/--physics: write the instantaneous states every "
                                         "this many days to states.nc (0: none)"),
@@ -161,7 +161,7 @@ def run(
 
 
 def _climate_run(out, days, years, physics, dt, save_hours, mean_days, weights, initial, fix_dry_mass, float64,
-                 quiet, clip_humidity=True, global_balance=True, energy_fixer=True, coupling="stages",
+                 quiet, clip_humidity=True, global_balance=True, energy_fixer=True, coupling="split",
                  physics_every=1, snapshot_days=0.0) -> None:
     import math
 

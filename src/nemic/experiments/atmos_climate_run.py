@@ -82,10 +82,10 @@ class ClimateRunConfig:
         energy_fixer: apply :class:`~nemic.experiments.atmos_climate_fixers.EnergyFixer` after every step (hybrid
             only).
         flush_chunks: write the files of the chunks done so far every this many chunks (0: only at the end).
-        coupling: how the hybrid's column physics meets the dynamics: ``stages`` (a term of the explicit part,
-            evaluated at each of IMEX-SIL3's three explicit stages) or ``split`` (process splitting, as jcm couples
-            SPEEDY's physics: applied once per physics step by forward Euler before the dynamics,
-            :class:`~nemic.core.process.OncePerStep`).
+        coupling: how the hybrid's column physics meets the dynamics: ``split`` (default; process splitting, as
+            jcm couples SPEEDY's physics: applied once per physics step by forward Euler before the dynamics,
+            :class:`~nemic.core.process.OncePerStep`; the shipped network was trained and selected for it) or
+            ``stages`` (a term of the explicit part, evaluated at each of IMEX-SIL3's three explicit stages).
         physics_every: with ``split``: the physics step in dynamics steps (1: every step).
         snapshot_days: write the instantaneous states (T, u, v, q, ps) every this many days to ``states.nc``
             (0: none); a state of it can start another run (``initial``) or be labelled with SPEEDY's physics
@@ -105,7 +105,7 @@ class ClimateRunConfig:
     global_balance: bool = True
     energy_fixer: bool = True
     flush_chunks: int = 3
-    coupling: str = "stages"
+    coupling: str = "split"
     physics_every: int = 1
     snapshot_days: float = 0.0
 
