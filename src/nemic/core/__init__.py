@@ -47,7 +47,7 @@ __all__ = [
     "AB3", "ARS222_TABLEAU", "AR1Noise", "AbstractImplicitProcess", "AbstractModel", "AbstractProcess",
     "AbstractState", "AbstractStepFilter", "AbstractStepper", "BlowUpError", "ConfigError", "DataError",
     "Filtered", "ForwardEuler", "FunctionProcess", "IMEXARS222", "IMEXRungeKutta", "IMEXSIL3", "IMEXTableau",
-    "ImplicitExplicit", "NemicError", "OncePerStep", "RK4", "RolloutCarry", "SIL3_TABLEAU", "SemiImplicitEuler", "StateFilter",
-    "Sum", "Trajectory", "WhiteNoise", "apply_once_per_step", "checkpointed_scan", "compose", "ensemble_rollout", "get_stepper",
-    "rollout", "simulate",
+    "ImplicitExplicit", "NemicError", "OncePerStep", "RK4", "RolloutCarry", "SIL3_TABLEAU", "SemiImplicitEuler",
+    "StateFilter", "Sum", "Trajectory", "WhiteNoise", "apply_once_per_step", "checkpointed_scan", "compose",
+    "ensemble_rollout", "get_stepper", "rollout", "simulate",
 ]

@@ -337,7 +337,8 @@ def climate_stepper(model: PrimitiveEquations, *, clip_humidity: bool = True, en
 def run_climate(cfg: ClimateRunConfig, out: str | Path, *, progress: Callable[[int, int], None] | None = None,
                 truncation: int = 21, layers: int = 8) -> dict[str, Any]:
     """Run ``cfg`` and write ``atmosphere.nc``, ``daily.nc``, ``metrics.json``, ``global_mean.png`` (and with
-    ``snapshot_days``, ``states.nc``) into ``out`` (one transaction). ``progress(steps_done, n_steps)`` is called after every chunk."""
+    ``snapshot_days``, ``states.nc``) into ``out`` (one transaction). ``progress(steps_done, n_steps)`` is called
+    after every chunk."""
     model = PrimitiveEquations(truncation, layers, dt=cfg.dt, fix_dry_mass=cfg.fix_dry_mass)
     g = model.grid
     fields0, day_start = load_initial_fields(cfg.initial, model)

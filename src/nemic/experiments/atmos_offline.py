@@ -94,7 +94,8 @@ def _target_scale(y: np.ndarray, levels: int) -> np.ndarray:
 
 
 def prepare(train: xr.Dataset, cfg: OfflineConfig,
-            perturbed: xr.Dataset | list[xr.Dataset] | None = None) -> tuple[ColumnNet, np.ndarray, np.ndarray, np.ndarray]:
+            perturbed: xr.Dataset | list[xr.Dataset] | None = None
+            ) -> tuple[ColumnNet, np.ndarray, np.ndarray, np.ndarray]:
     """The initial network (training-set statistics inside), the training arrays ``(x, y)`` and the per-sample
     inverse loss scales ``w`` (same shape as ``y``): the loss is ``mean(((pred - y) w)^2)``.
 
