@@ -53,8 +53,8 @@ class DaggerConfig(OfflineConfig):
         dt: time step of the runs [s].
     """
 
-    perturbed_columns: int = 40_000
-    rounds: int = 2
+    perturbed_columns: int = 60_000
+    rounds: int = 1
     run_days: float = 720.0
     snapshot_days: float = 2.0
     coupling: str = "split"
