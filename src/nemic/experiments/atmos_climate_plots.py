@@ -117,17 +117,19 @@ def climate_plots(samples: dict[str, Any], ref: dict[str, Any], out: Path, test:
 def per_year_plot(scores: dict[str, Any], out: Path) -> None:
     """``per_year_rmse.png``: each year's zonal-mean RMSE of T, u, q and precipitation (the season window of every
     year of a long run, and of the baselines) against the truth's test period: a drift shows as a trend."""
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
-    labels = {"T": "T [K]", "u": "u [m/s]", "q": "q [kg/kg]", "P": "precipitation [mm/day]"}
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), layout="constrained")
+    labels = {"T": ("temperature", "K", 1.0), "u": ("zonal wind", "m/s", 1.0), "q": ("specific humidity", "g/kg", 1e3),
+              "P": ("precipitation", "mm/day", 1.0)}
     for name, s in scores.items():
         py = s.get("per_year")
         if not py or not py["year"]:
             continue
         years = np.asarray(py["year"]) + 1
-        for ax, k in zip(axes, labels):
-            ax.plot(years, py[k], marker="o", label=name)
-    for ax, (k, lab) in zip(axes, labels.items()):
-        ax.set(xlabel="year of the run", ylabel=f"zonal-mean RMSE, {lab}")
+        for ax, (k, (_, _, f)) in zip(axes, labels.items()):
+            ax.plot(years, np.asarray(py[k]) * f, marker="o", label=name)
+    for ax, (title, units, _) in zip(axes, labels.values()):
+        ax.set(title=title, xlabel="year of the run", ylabel=f"zonal-mean RMSE [{units}]")
+        ax.set_ylim(bottom=0)
     axes[0].legend(fontsize=7)
     fig.suptitle("season-window climate of each year against the truth's test period")
     save_figure(fig, out / "per_year_rmse.png")
