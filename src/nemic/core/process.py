@@ -266,7 +266,8 @@ class OncePerStep(AbstractProcess):
 
 
 class _Spent(AbstractProcess):
-    """Placeholder of a :class:`OncePerStep` term already applied in this step: zero tendency, same key share."""
+    """Placeholder of a stochastic :class:`OncePerStep` term already applied in this step (zero tendency, same key
+    share), or of the only explicit term."""
 
     was_stochastic: bool = eqx.field(static=True, default=False)
 
@@ -282,8 +283,8 @@ def apply_once_per_step(process: AbstractProcess, state: PyTree, t: Any, dt: Any
                         ) -> tuple[AbstractProcess, PyTree]:
     """Apply the :class:`OncePerStep` terms of ``process`` by forward Euler; return ``(rest, state')``.
 
-    ``rest`` is ``process`` with those terms replaced by zero placeholders, so the key of the step is shared
-    among the stochastic terms exactly as in ``process`` itself. Without such terms: ``(process, state)``.
+    ``rest`` is ``process`` without those terms (stochastic ones leave a zero placeholder, so the key of the step is
+    shared among the stochastic terms exactly as in ``process`` itself). Without such terms: ``(process, state)``.
     """
     explicit = process.explicit if isinstance(process, ImplicitExplicit) else process
     terms = _terms(explicit)
@@ -299,8 +300,11 @@ def apply_once_per_step(process: AbstractProcess, state: PyTree, t: Any, dt: Any
         due = jnp.round(jnp.asarray(t) / dt).astype(jnp.int32) % p.every == 0
         state = jax.lax.cond(due, lambda x, p=p, k=k: tree_axpy(p.every * dt, p.tendency(x, t, k), x),
                              lambda x: x, state)
-    rest_terms = tuple(_Spent(p.stochastic) if isinstance(p, OncePerStep) else p for p in terms)
-    rest = Sum(rest_terms) if isinstance(explicit, Sum) else rest_terms[0]
+    # a stochastic term applied already leaves a placeholder, so the others keep their share of the key; a
+    # deterministic one leaves nothing (no zero tendency added at every stage)
+    rest_terms = tuple(_Spent(True) if isinstance(p, OncePerStep) else p for p in terms
+                       if not (isinstance(p, OncePerStep) and not p.stochastic)) or (_Spent(False),)
+    rest = Sum(rest_terms) if len(rest_terms) > 1 else rest_terms[0]
     if isinstance(process, ImplicitExplicit):
         rest = ImplicitExplicit(rest, process.implicit, default=process.default)
     return rest, state
